@@ -1,0 +1,1 @@
+"""TopMail tracking service: product views and e-mail events over gRPC."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy storage on SQLite (embedded default) and PostgreSQL (production)."""

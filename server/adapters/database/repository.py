@@ -1,0 +1,208 @@
+"""The SQL implementation of the storage ports, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.adapters.database.schema import ApiKeyRow, ContactRow, FlowTriggerRow, ProductViewRow, WorkspaceRow
+from server.domain.api_keys import ApiKeyMode
+from server.domain.contacts import Contact, EmailAddress
+from server.domain.errors import ContactAlreadyExists, StorageUnavailable
+from server.domain.flow_triggers import FlowTrigger
+from server.domain.money import Price, normalize_amount
+from server.domain.product_views import ProductDetails, ProductView
+from server.usecases.ports import IdempotencyKeyTaken, Workspace
+
+logger = logging.getLogger(__name__)
+
+
+class SqlStore:
+    """Implements WorkspaceStore, ContactStore and ProductViewStore over one engine.
+
+    Every method runs in its own transaction. Connection failures and pool timeouts
+    become StorageUnavailable so that callers get a retryable status.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (OperationalError, InterfaceError, PoolTimeoutError) as error:
+            # The DBAPI error's own text, because SQLAlchemy's text includes bound parameters.
+            cause = getattr(error, "orig", None) or error
+            logger.warning(
+                "database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]}
+            )
+            raise StorageUnavailable() from error
+
+    # Workspaces and API keys
+
+    def add_workspace(self, name: str, now: datetime) -> Workspace:
+        workspace = Workspace(id=uuid.uuid4(), name=name, created_at=now)
+        with self._transaction() as session:
+            session.execute(insert(WorkspaceRow).values(id=workspace.id, name=name, created_at=now))
+        return workspace
+
+    def find_workspace_by_name(self, name: str) -> Workspace | None:
+        with self._transaction() as session:
+            row = session.scalars(select(WorkspaceRow).where(WorkspaceRow.name == name)).one_or_none()
+            if row is None:
+                return None
+            return Workspace(id=row.id, name=row.name, created_at=row.created_at)
+
+    def add_api_key(
+        self, workspace_id: uuid.UUID, key_hash: str, key_prefix: str, mode: ApiKeyMode, now: datetime
+    ) -> None:
+        with self._transaction() as session:
+            session.execute(
+                insert(ApiKeyRow).values(
+                    id=uuid.uuid4(),
+                    workspace_id=workspace_id,
+                    key_hash=key_hash,
+                    key_prefix=key_prefix,
+                    mode=mode.value,
+                    created_at=now,
+                )
+            )
+
+    def find_workspace_id_by_key_hash(self, key_hash: str) -> uuid.UUID | None:
+        with self._transaction() as session:
+            return session.scalars(
+                select(ApiKeyRow.workspace_id).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
+            ).one_or_none()
+
+    # Contacts
+
+    def add_contact(self, workspace_id: uuid.UUID, email: EmailAddress, now: datetime) -> Contact:
+        contact = Contact(id=uuid.uuid4(), workspace_id=workspace_id, email=email.address, created_at=now)
+        try:
+            with self._transaction() as session:
+                session.execute(
+                    insert(ContactRow).values(
+                        id=contact.id,
+                        workspace_id=workspace_id,
+                        email=email.address,
+                        email_lookup_key=email.lookup_key,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            existing = self.find_contact_by_email(workspace_id, email.lookup_key)
+            if existing is None:
+                raise
+            raise ContactAlreadyExists(str(existing.id)) from None
+        return contact
+
+    def find_contact_by_id(self, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> Contact | None:
+        with self._transaction() as session:
+            row = session.scalars(
+                select(ContactRow).where(ContactRow.workspace_id == workspace_id, ContactRow.id == contact_id)
+            ).one_or_none()
+            return _contact_from_row(row) if row is not None else None
+
+    def find_contact_by_email(self, workspace_id: uuid.UUID, lookup_key: str) -> Contact | None:
+        with self._transaction() as session:
+            row = session.scalars(
+                select(ContactRow).where(
+                    ContactRow.workspace_id == workspace_id, ContactRow.email_lookup_key == lookup_key
+                )
+            ).one_or_none()
+            return _contact_from_row(row) if row is not None else None
+
+    # Product views
+
+    def add_product_view(self, view: ProductView, trigger: FlowTrigger) -> None:
+        product = view.product
+        try:
+            with self._transaction() as session:
+                session.execute(
+                    insert(ProductViewRow).values(
+                        id=view.id,
+                        workspace_id=view.workspace_id,
+                        contact_id=view.contact_id,
+                        product_id=product.product_id,
+                        product_name=product.product_name,
+                        product_url=product.product_url,
+                        variant_id=product.variant_id,
+                        image_url=product.image_url,
+                        price_amount=product.price.amount if product.price else None,
+                        currency_code=product.price.currency_code if product.price else None,
+                        category=product.category,
+                        brand=product.brand,
+                        sku=product.sku,
+                        session_id=product.session_id,
+                        viewed_at=view.viewed_at,
+                        idempotency_key=view.idempotency_key,
+                        request_fingerprint=view.request_fingerprint,
+                    )
+                )
+                session.execute(
+                    insert(FlowTriggerRow).values(
+                        id=trigger.id,
+                        workspace_id=trigger.workspace_id,
+                        trigger_type=trigger.trigger_type.value,
+                        ordering_key=trigger.ordering_key,
+                        subject_id=trigger.subject_id,
+                        payload=trigger.payload,
+                        occurred_at=trigger.occurred_at,
+                        created_at=view.viewed_at,
+                    )
+                )
+        except IntegrityError:
+            if view.idempotency_key is None:
+                raise
+            raise IdempotencyKeyTaken() from None
+
+    def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
+        with self._transaction() as session:
+            row = session.scalars(
+                select(ProductViewRow).where(
+                    ProductViewRow.workspace_id == workspace_id, ProductViewRow.idempotency_key == idempotency_key
+                )
+            ).one_or_none()
+            return _product_view_from_row(row) if row is not None else None
+
+
+def _contact_from_row(row: ContactRow) -> Contact:
+    return Contact(id=row.id, workspace_id=row.workspace_id, email=row.email, created_at=row.created_at)
+
+
+def _product_view_from_row(row: ProductViewRow) -> ProductView:
+    price = None
+    if row.price_amount is not None and row.currency_code is not None:
+        # PostgreSQL returns NUMERIC(28, 9) with all 9 places; the domain keeps 99.99 as 99.99.
+        price = Price(amount=normalize_amount(row.price_amount), currency_code=row.currency_code)
+    product = ProductDetails(
+        product_id=row.product_id,
+        product_name=row.product_name,
+        product_url=row.product_url,
+        variant_id=row.variant_id,
+        image_url=row.image_url,
+        price=price,
+        category=row.category,
+        brand=row.brand,
+        sku=row.sku,
+        session_id=row.session_id,
+    )
+    return ProductView(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        contact_id=row.contact_id,
+        product=product,
+        viewed_at=row.viewed_at,
+        idempotency_key=row.idempotency_key,
+        request_fingerprint=row.request_fingerprint,
+    )

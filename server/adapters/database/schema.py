@@ -1,0 +1,105 @@
+"""Tables of the tracking service. Alembic migrations create and change them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from server.adapters.database.column_types import ExactDecimal, UtcDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class WorkspaceRow(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    # SHA-256 hex digest of the whole key; the plain key is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(12))
+    mode: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("workspace_id", "email_lookup_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"))
+    email: Mapped[str] = mapped_column(String(254))
+    # The address in lower case: addresses are unique per workspace, compared case-insensitively.
+    email_lookup_key: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ProductViewRow(Base):
+    __tablename__ = "product_views"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "idempotency_key"),
+        Index(None, "workspace_id", "contact_id", "viewed_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id"))
+    product_id: Mapped[str] = mapped_column(String(100))
+    product_name: Mapped[str] = mapped_column(String(200))
+    product_url: Mapped[str] = mapped_column(String(2048))
+    variant_id: Mapped[str | None] = mapped_column(String(100))
+    image_url: Mapped[str | None] = mapped_column(String(2048))
+    price_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    category: Mapped[str | None] = mapped_column(String(100))
+    brand: Mapped[str | None] = mapped_column(String(100))
+    sku: Mapped[str | None] = mapped_column(String(100))
+    session_id: Mapped[str | None] = mapped_column(String(100))
+    viewed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 of the view's content, to tell an idempotent retry from a reused key.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+
+
+class FlowTriggerRow(Base):
+    """The transactional outbox of flow triggers, in the order of `position`."""
+
+    __tablename__ = "flow_triggers"
+    __table_args__ = (Index(None, "workspace_id", "position"),)
+
+    # SQLite only auto-increments an INTEGER PRIMARY KEY, so the BIGINT is INTEGER there.
+    position: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"))
+    trigger_type: Mapped[str] = mapped_column(String(50))
+    ordering_key: Mapped[str] = mapped_column(String(100))
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

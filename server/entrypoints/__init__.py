@@ -1,0 +1,1 @@
+"""Entrypoints: the gRPC servicers, the command line and their settings."""

@@ -1,0 +1,128 @@
+"""The `topmail-tracking` command: serve, migrate, and manage workspaces and API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from server.adapters.database.engine import create_database_engine
+from server.adapters.database.migrations import SchemaOutdated, ensure_schema_current, upgrade_to_latest
+from server.adapters.database.repository import SqlStore
+from server.domain.api_keys import ApiKeyMode
+from server.domain.errors import TrackingError
+from server.entrypoints.grpc_api.app import serve_until_signalled, utc_now
+from server.entrypoints.logging_setup import configure_logging
+from server.entrypoints.settings import SETTING_SPECS, Settings, add_setting_flags, resolve_settings
+from server.usecases.workspaces import IssuedApiKey, WorkspaceAdmin
+
+logger = logging.getLogger(__name__)
+
+DEV_WORKSPACE_NAME = "development"
+_DATABASE_SETTINGS = ("database_url", "log_level", "log_format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topmail-tracking", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the gRPC API until SIGTERM or SIGINT")
+    add_setting_flags(serve, [spec.name for spec in SETTING_SPECS])
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    add_setting_flags(migrate, _DATABASE_SETTINGS)
+
+    create = commands.add_parser("create-workspace", help="create a workspace and print its first API key once")
+    create.add_argument("name", help="unique workspace name, 1 to 100 characters")
+    create.add_argument("--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)")
+    add_setting_flags(create, _DATABASE_SETTINGS)
+
+    issue = commands.add_parser("create-api-key", help="add an API key to an existing workspace and print it once")
+    issue.add_argument("workspace", help="workspace name")
+    issue.add_argument("--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)")
+    add_setting_flags(issue, _DATABASE_SETTINGS)
+
+    dev = commands.add_parser(
+        "ensure-dev-workspace",
+        help=f"create the {DEV_WORKSPACE_NAME!r} workspace with a test key unless it exists",
+    )
+    add_setting_flags(dev, _DATABASE_SETTINGS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        settings = resolve_settings(arguments)
+    except ValueError as error:
+        print(f"topmail-tracking: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+
+    try:
+        if arguments.command == "serve":
+            asyncio.run(serve_until_signalled(settings))
+            return 0
+        if arguments.command == "migrate":
+            return _migrate(settings)
+        return _manage_workspaces(arguments, settings)
+    except SchemaOutdated as error:
+        logger.error("refusing to start: %s", error)
+        return 3
+    except OSError as error:
+        logger.error("cannot start: %s", error)
+        return 1
+
+
+def _migrate(settings: Settings) -> int:
+    logging.getLogger("alembic").setLevel(settings.log_level)
+    engine = create_database_engine(settings.database_url)
+    try:
+        revision = upgrade_to_latest(engine)
+    finally:
+        engine.dispose()
+    logger.info("database schema is current", extra={"revision": ",".join(revision)})
+    return 0
+
+
+def _manage_workspaces(arguments: argparse.Namespace, settings: Settings) -> int:
+    engine = create_database_engine(settings.database_url)
+    try:
+        ensure_schema_current(engine)
+        admin = WorkspaceAdmin(SqlStore(engine), utc_now)
+        if arguments.command == "create-workspace":
+            if admin.find_workspace(arguments.name) is not None:
+                print(f"workspace {arguments.name!r} already exists; use create-api-key to add a key", file=sys.stderr)
+                return 1
+            _print_key(admin.create_workspace(arguments.name, ApiKeyMode(arguments.mode)))
+        elif arguments.command == "create-api-key":
+            issued = admin.issue_api_key(arguments.workspace, ApiKeyMode(arguments.mode))
+            if issued is None:
+                print(f"no workspace named {arguments.workspace!r}", file=sys.stderr)
+                return 1
+            _print_key(issued)
+        else:
+            if admin.find_workspace(DEV_WORKSPACE_NAME) is not None:
+                print(
+                    f"workspace {DEV_WORKSPACE_NAME!r} exists; its key was printed when it was created. "
+                    f"Get another with: topmail-tracking create-api-key {DEV_WORKSPACE_NAME} --mode test"
+                )
+                return 0
+            _print_key(admin.create_workspace(DEV_WORKSPACE_NAME, ApiKeyMode.TEST))
+    except TrackingError as error:
+        print(f"topmail-tracking: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _print_key(issued: IssuedApiKey) -> None:
+    print(f"workspace: {issued.workspace.name} ({issued.workspace.id})")
+    print(f"API key (shown only now, store it safely): {issued.api_key}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gRPC API: servicers, the call wrapper, error statuses and the server process."""

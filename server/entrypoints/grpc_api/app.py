@@ -1,0 +1,114 @@
+"""Assembles the gRPC server: storage, use cases, servicers, health checking and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
+from server.adapters.database.engine import PoolSettings, create_database_engine, normalize_database_url
+from server.adapters.database.migrations import ensure_schema_current
+from server.adapters.database.repository import SqlStore
+from server.entrypoints.grpc_api.binding import ServiceBinder
+from server.entrypoints.grpc_api.servicers import ContactServicer, TrackingServicer
+from server.entrypoints.settings import Settings
+from server.usecases.contacts import ContactDirectory
+from server.usecases.product_views import ProductViewTracker
+from server.usecases.workspaces import Authenticator
+from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
+
+logger = logging.getLogger(__name__)
+
+CONTACT_SERVICE = contact_service_pb2.DESCRIPTOR.services_by_name["ContactService"]
+TRACKING_SERVICE = tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"]
+SERVICES = (CONTACT_SERVICE, TRACKING_SERVICE)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class GrpcApp:
+    """A started gRPC server and what it owns; `stop` releases all of it."""
+
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    executor: ThreadPoolExecutor
+    engine: Engine
+    port: int
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within the grace period, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+async def start_grpc_app(settings: Settings) -> GrpcApp:
+    """Check the schema, build the object graph and start listening; raise SchemaOutdated or OSError."""
+    engine = create_database_engine(
+        settings.database_url, PoolSettings(size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    )
+    try:
+        ensure_schema_current(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    store = SqlStore(engine)
+    contacts = ContactDirectory(store, utc_now)
+    executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="rpc-worker")
+    binder = ServiceBinder(Authenticator(store, cache_ttl_seconds=settings.auth_cache_seconds), executor)
+
+    # SO_REUSEPORT is off so that a port already in use fails loudly instead of being shared.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(
+        (
+            binder.bind(CONTACT_SERVICE, ContactServicer(contacts)),
+            binder.bind(TRACKING_SERVICE, TrackingServicer(ProductViewTracker(contacts, store, utc_now))),
+        )
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service_names = [service.full_name for service in SERVICES]
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    try:
+        port = server.add_insecure_port(settings.grpc_listen)
+    except RuntimeError as error:
+        executor.shutdown(wait=False)
+        engine.dispose()
+        raise OSError(f"cannot listen on {settings.grpc_listen}: {error}") from error
+    await server.start()
+    for name in ("", *service_names):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcApp(server=server, health=health, executor=executor, engine=engine, port=port)
+
+
+async def serve_until_signalled(settings: Settings) -> None:
+    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
+    app = await start_grpc_app(settings)
+    database = normalize_database_url(settings.database_url).render_as_string(hide_password=True)
+    logger.info(
+        "gRPC server started",
+        extra={"listen": settings.grpc_listen, "port": app.port, "database": database},
+    )
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop_requested.set)
+    await stop_requested.wait()
+    logger.info("gRPC server stopping", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await app.stop(settings.shutdown_grace_seconds)
+    logger.info("gRPC server stopped")

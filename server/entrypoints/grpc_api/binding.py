@@ -1,0 +1,157 @@
+"""Binds servicer methods to the RPCs of a service descriptor, wrapped in the per-call rules.
+
+For every call the wrapper parses the request without ever failing the call with INTERNAL,
+reads the API key, runs the servicer method on a worker thread within the call's deadline,
+turns domain errors into rich statuses, and writes one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+
+from server.domain.errors import FieldViolation, TrackingError, ValidationFailed
+from server.entrypoints.error_table import mapping_for
+from server.entrypoints.grpc_api.statuses import error_status, internal_status
+from server.usecases.workspaces import Authenticator
+
+logger = logging.getLogger(__name__)
+
+ServicerMethod = Callable[[uuid.UUID, Any], Message]
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so the call can answer INVALID_ARGUMENT."""
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+
+def _lenient_deserializer(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    # grpcio answers INTERNAL when a deserializer raises; a caller's bad bytes are INVALID_ARGUMENT.
+    def deserialize(serialized: bytes) -> Message | MalformedRequest:
+        try:
+            return message_class.FromString(serialized)
+        except (DecodeError, UnicodeDecodeError, ValueError):
+            return MalformedRequest(message_class.DESCRIPTOR.full_name)
+
+    return deserialize
+
+
+def _bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """Return the token of `authorization: Bearer <token>`, "" for another scheme, None when absent."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() != "authorization":
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        scheme, _, token = text.strip().partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+class ServiceBinder:
+    """Builds generic handlers for servicers whose methods take (workspace_id, request)."""
+
+    def __init__(self, authenticator: Authenticator, executor: Executor) -> None:
+        self._authenticator = authenticator
+        self._executor = executor
+
+    def bind(self, service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
+        """Return a handler for every RPC of the service; raise TypeError if one is not implemented."""
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in service.methods:
+            if method.client_streaming or method.server_streaming:
+                raise TypeError(f"{service.full_name}.{method.name}: only unary RPCs are bound here")
+            implementation = getattr(servicer, method.name, None)
+            if not callable(implementation):
+                raise TypeError(f"{type(servicer).__name__} does not implement {service.full_name}.{method.name}")
+            request_class = GetMessageClass(method.input_type)
+            response_class = GetMessageClass(method.output_type)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                self._wrap(f"/{service.full_name}/{method.name}", implementation),
+                request_deserializer=_lenient_deserializer(request_class),
+                response_serializer=response_class.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+    def _wrap(
+        self, rpc_name: str, implementation: ServicerMethod
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            started = time.perf_counter()
+            call_id = uuid.uuid4().hex
+            outcome = "UNKNOWN"
+            workspace: list[uuid.UUID] = []
+            try:
+                response = await self._run(implementation, request, context, workspace)
+                outcome = grpc.StatusCode.OK.name
+                return response
+            except grpc.aio.AbortError:
+                raise
+            except TrackingError as error:
+                mapping = mapping_for(error)
+                outcome = mapping.grpc_code.name
+                await _abort(context, error_status(error, mapping))
+            except TimeoutError:
+                outcome = grpc.StatusCode.DEADLINE_EXCEEDED.name
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call finished")
+            except asyncio.CancelledError:
+                outcome = grpc.StatusCode.CANCELLED.name
+                raise
+            except Exception:
+                outcome = grpc.StatusCode.INTERNAL.name
+                logger.exception("unexpected error in call", extra={"rpc": rpc_name, "call_id": call_id})
+                await _abort(context, internal_status(call_id))
+            finally:
+                logger.info(
+                    "rpc finished",
+                    extra={
+                        "rpc": rpc_name,
+                        "code": outcome,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "workspace_id": str(workspace[0]) if workspace else None,
+                        "call_id": call_id,
+                        "peer": context.peer(),
+                    },
+                )
+            raise AssertionError("abort returned")  # pragma: no cover - context.abort always raises
+
+        return call
+
+    async def _run(
+        self,
+        implementation: ServicerMethod,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        workspace: list[uuid.UUID],
+    ) -> Message:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError
+        token = _bearer_token(context)
+        loop = asyncio.get_running_loop()
+
+        def authenticate_and_call() -> Message:
+            workspace_id = self._authenticator.authenticate(token)
+            workspace.append(workspace_id)
+            if isinstance(request, MalformedRequest):
+                raise ValidationFailed([FieldViolation("", f"the request is not a valid {request.message_name} message")])
+            return implementation(workspace_id, request)
+
+        future = loop.run_in_executor(self._executor, authenticate_and_call)
+        return await asyncio.wait_for(future, timeout=remaining)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    await context.abort(status.code, status.details, status.trailing_metadata)
+

@@ -1,0 +1,42 @@
+"""gRPC servicers. Their methods run on worker threads, after authentication, one call each."""
+
+from __future__ import annotations
+
+import uuid
+
+from server.entrypoints.grpc_api.translate import contact_message, product_view_input, product_view_message
+from server.usecases.contacts import ContactDirectory
+from server.usecases.product_views import ProductViewTracker
+from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
+
+
+class ContactServicer:
+    """Implements `topmail.tracking.v1.ContactService`."""
+
+    def __init__(self, contacts: ContactDirectory) -> None:
+        self._contacts = contacts
+
+    def CreateContact(
+        self, workspace_id: uuid.UUID, request: contact_service_pb2.CreateContactRequest
+    ) -> contact_service_pb2.CreateContactResponse:
+        contact = self._contacts.create_contact(workspace_id, request.email)
+        return contact_service_pb2.CreateContactResponse(contact=contact_message(contact))
+
+    def GetContact(
+        self, workspace_id: uuid.UUID, request: contact_service_pb2.GetContactRequest
+    ) -> contact_service_pb2.GetContactResponse:
+        contact = self._contacts.get_contact(workspace_id, contact_id=request.contact_id, email=request.email)
+        return contact_service_pb2.GetContactResponse(contact=contact_message(contact))
+
+
+class TrackingServicer:
+    """Implements `topmail.tracking.v1.TrackingService`."""
+
+    def __init__(self, product_views: ProductViewTracker) -> None:
+        self._product_views = product_views
+
+    def TrackProductView(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.TrackProductViewRequest
+    ) -> tracking_service_pb2.TrackProductViewResponse:
+        view = self._product_views.track(workspace_id, product_view_input(request))
+        return tracking_service_pb2.TrackProductViewResponse(product_view=product_view_message(view))

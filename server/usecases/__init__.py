@@ -1,0 +1,1 @@
+"""Use cases: what the service does for a caller, over injected storage ports."""

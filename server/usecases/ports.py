@@ -1,0 +1,57 @@
+"""Storage ports that the use cases depend on; the database adapter implements them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from server.domain.api_keys import ApiKeyMode
+from server.domain.contacts import Contact, EmailAddress
+from server.domain.flow_triggers import FlowTrigger
+from server.domain.product_views import ProductView
+
+Clock = Callable[[], datetime]
+
+
+class IdempotencyKeyTaken(Exception):
+    """A concurrent call stored a record under the same idempotency key first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A tenant: every contact, view and key belongs to exactly one workspace."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class WorkspaceStore(Protocol):
+    def add_workspace(self, name: str, now: datetime) -> Workspace: ...
+
+    def find_workspace_by_name(self, name: str) -> Workspace | None: ...
+
+    def add_api_key(self, workspace_id: uuid.UUID, key_hash: str, key_prefix: str, mode: ApiKeyMode, now: datetime) -> None: ...
+
+    def find_workspace_id_by_key_hash(self, key_hash: str) -> uuid.UUID | None: ...
+
+
+class ContactStore(Protocol):
+    def add_contact(self, workspace_id: uuid.UUID, email: EmailAddress, now: datetime) -> Contact:
+        """Store a new contact; raise ContactAlreadyExists when the address is taken."""
+        ...
+
+    def find_contact_by_id(self, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> Contact | None: ...
+
+    def find_contact_by_email(self, workspace_id: uuid.UUID, lookup_key: str) -> Contact | None: ...
+
+
+class ProductViewStore(Protocol):
+    def add_product_view(self, view: ProductView, trigger: FlowTrigger) -> None:
+        """Store the view and its trigger in one transaction; raise IdempotencyKeyTaken on a key race."""
+        ...
+
+    def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None: ...
