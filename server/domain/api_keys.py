@@ -33,8 +33,8 @@ def is_well_formed(api_key: str) -> bool:
 def hash_api_key(api_key: str) -> str:
     """Return the SHA-256 hex digest under which a key is stored and looked up.
 
-    A fast hash is enough because keys carry 256 random bits, so no dictionary or
-    brute-force search over them is feasible; the plain key is never stored.
+    A fast hash is enough because keys carry 256 random bits, which no dictionary or
+    brute-force search can cover. The plain key is never stored.
     """
     return hashlib.sha256(api_key.encode()).hexdigest()
 

@@ -33,7 +33,7 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class ContactReference:
-    """How a request names a contact: by id, by e-mail address, or by both."""
+    """The contact a tracking request names: by id, by e-mail address, or by both."""
 
     contact_id: uuid.UUID | None
     email: EmailAddress | None

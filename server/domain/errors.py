@@ -75,8 +75,7 @@ class IdempotencyKeyReused(TrackingError):
 
     def __init__(self, idempotency_key: str, existing_id: str) -> None:
         super().__init__(
-            "idempotency_key was already used for a request with different content; "
-            "use a new key for new content",
+            "idempotency_key was already used for a request with different content; use a new key for new content",
             {"idempotency_key": idempotency_key, "existing_id": existing_id},
         )
 

@@ -12,7 +12,7 @@ from server.domain.product_views import ProductView
 
 
 class FlowTriggerType(enum.StrEnum):
-    """What happened; the stored value is the trigger type name that consumers filter on."""
+    """Kind of flow trigger; the stored value is the name that consumers filter on."""
 
     PRODUCT_VIEWED = "product_viewed"
 

@@ -54,9 +54,7 @@ def check_currency_code(violations: Violations, field: str, value: str) -> str |
     return code
 
 
-def check_money(
-    violations: Violations, field: str, *, units: int, nanos: int, currency_code: str
-) -> Price | None:
+def check_money(violations: Violations, field: str, *, units: int, nanos: int, currency_code: str) -> Price | None:
     """Validate the parts of a `google.type.Money` and return the exact price.
 
     Units and nanos must not be negative, nanos must be below one unit, and the currency

@@ -87,7 +87,9 @@ def validate_product_view(request: ProductViewInput) -> ValidProductViewRequest:
     """Check every field of a product-view request and raise ValidationFailed listing all violations."""
     violations = Violations()
     contact = check_contact_reference(violations, request.email, request.contact_id)
-    product_id = check_text(violations, "product_id", request.product_id, max_length=MAX_PRODUCT_ID_LENGTH, required=True)
+    product_id = check_text(
+        violations, "product_id", request.product_id, max_length=MAX_PRODUCT_ID_LENGTH, required=True
+    )
     product_name = check_text(
         violations, "product_name", request.product_name, max_length=MAX_PRODUCT_NAME_LENGTH, required=True
     )
@@ -109,7 +111,10 @@ def validate_product_view(request: ProductViewInput) -> ValidProductViewRequest:
     idempotency_key = check_idempotency_key(violations, "idempotency_key", request.idempotency_key)
 
     violations.raise_if_any()
-    assert contact is not None and product_id is not None and product_name is not None and product_url is not None
+    assert contact is not None
+    assert product_id is not None
+    assert product_name is not None
+    assert product_url is not None
     product = ProductDetails(
         product_id=product_id,
         product_name=product_name,

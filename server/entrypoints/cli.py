@@ -36,12 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = commands.add_parser("create-workspace", help="create a workspace and print its first API key once")
     create.add_argument("name", help="unique workspace name, 1 to 100 characters")
-    create.add_argument("--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)")
+    create.add_argument(
+        "--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)"
+    )
     add_setting_flags(create, _DATABASE_SETTINGS)
 
     issue = commands.add_parser("create-api-key", help="add an API key to an existing workspace and print it once")
     issue.add_argument("workspace", help="workspace name")
-    issue.add_argument("--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)")
+    issue.add_argument(
+        "--mode", choices=[mode.value for mode in ApiKeyMode], default="live", help="key kind (default live)"
+    )
     add_setting_flags(issue, _DATABASE_SETTINGS)
 
     dev = commands.add_parser(

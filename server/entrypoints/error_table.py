@@ -25,7 +25,7 @@ ERROR_DOMAIN = "topmail.tracking.v1"
 
 @dataclass(frozen=True, slots=True)
 class ErrorMapping:
-    """How one kind of error reaches callers over gRPC and over HTTP."""
+    """The gRPC code, HTTP status and ErrorInfo reason of one kind of error."""
 
     reason: str
     grpc_code: grpc.StatusCode
@@ -33,16 +33,22 @@ class ErrorMapping:
 
 
 ERROR_TABLE: dict[type[TrackingError], ErrorMapping] = {
-    ValidationFailed: ErrorMapping("VALIDATION_FAILED", grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.UNPROCESSABLE_ENTITY),
+    ValidationFailed: ErrorMapping(
+        "VALIDATION_FAILED", grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.UNPROCESSABLE_ENTITY
+    ),
     ApiKeyMissing: ErrorMapping("API_KEY_MISSING", grpc.StatusCode.UNAUTHENTICATED, HTTPStatus.UNAUTHORIZED),
     ApiKeyInvalid: ErrorMapping("API_KEY_INVALID", grpc.StatusCode.UNAUTHENTICATED, HTTPStatus.UNAUTHORIZED),
     ContactNotFound: ErrorMapping("CONTACT_NOT_FOUND", grpc.StatusCode.NOT_FOUND, HTTPStatus.NOT_FOUND),
     ContactAlreadyExists: ErrorMapping("CONTACT_ALREADY_EXISTS", grpc.StatusCode.ALREADY_EXISTS, HTTPStatus.CONFLICT),
-    ContactMismatch: ErrorMapping("CONTACT_MISMATCH", grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.UNPROCESSABLE_ENTITY),
+    ContactMismatch: ErrorMapping(
+        "CONTACT_MISMATCH", grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.UNPROCESSABLE_ENTITY
+    ),
     IdempotencyKeyReused: ErrorMapping(
         "IDEMPOTENCY_KEY_REUSED", grpc.StatusCode.FAILED_PRECONDITION, HTTPStatus.CONFLICT
     ),
-    StorageUnavailable: ErrorMapping("STORAGE_UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, HTTPStatus.SERVICE_UNAVAILABLE),
+    StorageUnavailable: ErrorMapping(
+        "STORAGE_UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, HTTPStatus.SERVICE_UNAVAILABLE
+    ),
 }
 
 # Any exception outside the table is a bug in this service, never a caller's fault.
@@ -52,7 +58,7 @@ INTERNAL_ERROR = ErrorMapping("INTERNAL_ERROR", grpc.StatusCode.INTERNAL, HTTPSt
 def mapping_for(error: BaseException) -> ErrorMapping:
     """Return the mapping of an error's class or nearest mapped base class."""
     for error_class in type(error).__mro__:
-        mapping = ERROR_TABLE.get(error_class)  # type: ignore[call-overload]
+        mapping = ERROR_TABLE.get(error_class)
         if mapping is not None:
             return mapping
     return INTERNAL_ERROR

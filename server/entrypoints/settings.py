@@ -43,9 +43,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "SQLAlchemy database URL: sqlite:///PATH (embedded, a relative PATH is relative to the "
         "working directory) or postgresql://USER@HOST:PORT/DB (psycopg 3 is used)",
     ),
-    SettingSpec("grpc_listen", "TOPMAIL_GRPC_LISTEN", str, "HOST:PORT the gRPC server listens on; port 0 picks a free port"),
+    SettingSpec(
+        "grpc_listen", "TOPMAIL_GRPC_LISTEN", str, "HOST:PORT the gRPC server listens on; port 0 picks a free port"
+    ),
     SettingSpec("db_pool_size", "TOPMAIL_DB_POOL_SIZE", int, "database connections kept open in the pool"),
-    SettingSpec("db_max_overflow", "TOPMAIL_DB_MAX_OVERFLOW", int, "extra connections opened beyond the pool size under load"),
+    SettingSpec(
+        "db_max_overflow", "TOPMAIL_DB_MAX_OVERFLOW", int, "extra connections opened beyond the pool size under load"
+    ),
     SettingSpec("worker_threads", "TOPMAIL_WORKER_THREADS", int, "threads that run database work for gRPC calls"),
     SettingSpec(
         "shutdown_grace_seconds",

@@ -62,14 +62,16 @@ class Authenticator:
     for at most `cache_ttl_seconds`.
     """
 
-    def __init__(self, workspaces: WorkspaceStore, *, cache_ttl_seconds: float = 60.0, cache_size: int = 10_000) -> None:
+    def __init__(
+        self, workspaces: WorkspaceStore, *, cache_ttl_seconds: float = 60.0, cache_size: int = 10_000
+    ) -> None:
         self._workspaces = workspaces
         self._cache: TTLCache[str, uuid.UUID] = TTLCache(maxsize=cache_size, ttl=cache_ttl_seconds)
         self._lock = threading.Lock()
 
     def authenticate(self, api_key: str | None) -> uuid.UUID:
-        """Return the workspace id of a key; raise ApiKeyMissing or ApiKeyInvalid."""
-        if not api_key:
+        """Return the workspace id of a key; raise ApiKeyMissing (None) or ApiKeyInvalid."""
+        if api_key is None:
             raise ApiKeyMissing()
         if not is_well_formed(api_key):
             raise ApiKeyInvalid(key_prefix(api_key))
@@ -85,4 +87,3 @@ class Authenticator:
         with self._lock:
             self._cache[key_hash] = workspace_id
         return workspace_id
-

@@ -69,8 +69,8 @@ def _create_sqlite_engine(url: URL, pool: PoolSettings) -> Engine:
     def _begin_immediate(connection: Any) -> None:
         # A deferred transaction that later writes can fail with SQLITE_BUSY at once when
         # another writer holds the lock; IMMEDIATE takes the write lock up front and waits
-        # for busy_timeout instead. It serializes transactions, which the embedded default
-        # accepts in exchange for never failing a call on lock contention.
+        # for busy_timeout instead. Transactions on SQLite therefore run one at a time, and a
+        # call fails with STORAGE_UNAVAILABLE only after waiting busy_timeout for the lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -43,9 +43,7 @@ class SqlStore:
         except (OperationalError, InterfaceError, PoolTimeoutError) as error:
             # The DBAPI error's own text, because SQLAlchemy's text includes bound parameters.
             cause = getattr(error, "orig", None) or error
-            logger.warning(
-                "database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]}
-            )
+            logger.warning("database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
             raise StorageUnavailable() from error
 
     # Workspaces and API keys

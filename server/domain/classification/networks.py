@@ -1,10 +1,11 @@
-"""Network categories and the prefix directory that answers which networks contain an IP."""
+"""Network categories and the prefix directory that finds the published networks containing an IP."""
 
 from __future__ import annotations
 
 import bisect
 import enum
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -14,7 +15,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class NetworkCategory(enum.Enum):
-    """What kind of operator runs a network, as far as classification cares."""
+    """Kind of operator behind a network, as far as bot classification is concerned."""
 
     SECURITY_SCANNER = "security_scanner"
     DATACENTER = "datacenter"
@@ -41,7 +42,7 @@ class NetworkMatch:
 
 @dataclass(frozen=True, slots=True)
 class NetworkSource:
-    """Where one loaded prefix list comes from and how old it is."""
+    """Origin and age of one loaded prefix list."""
 
     name: str
     category: NetworkCategory
@@ -103,7 +104,7 @@ class _IntervalTable:
             openings.setdefault(int(prefix.network.network_address), []).append(match)
             closings.setdefault(int(prefix.network.broadcast_address) + 1, []).append(match)
         active: dict[NetworkMatch, int] = {}
-        for start, end in zip(points, points[1:]):
+        for start, end in itertools.pairwise(points):
             for match in closings.get(start, ()):
                 active[match] -= 1
                 if active[match] == 0:

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+
+# The typeshed stubs of grpcio-health-checking lack the `aio` alias of the asyncio servicer.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 

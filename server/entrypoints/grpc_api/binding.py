@@ -1,8 +1,8 @@
 """Binds servicer methods to the RPCs of a service descriptor, wrapped in the per-call rules.
 
-For every call the wrapper parses the request without ever failing the call with INTERNAL,
-reads the API key, runs the servicer method on a worker thread within the call's deadline,
-turns domain errors into rich statuses, and writes one log line.
+For every call the wrapper parses the request leniently, so that bad bytes are never INTERNAL.
+It authenticates the API key and runs the servicer method on a worker thread within the call's
+deadline. Domain errors become rich statuses, and every call writes one log line.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ ServicerMethod = Callable[[uuid.UUID, Any], Message]
 
 
 class MalformedRequest:
-    """Stands in for a request whose bytes did not parse, so the call can answer INVALID_ARGUMENT."""
+    """Placeholder for a request whose bytes did not parse, so the call can return INVALID_ARGUMENT."""
 
     def __init__(self, message_name: str) -> None:
         self.message_name = message_name
 
 
 def _lenient_deserializer(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
-    # grpcio answers INTERNAL when a deserializer raises; a caller's bad bytes are INVALID_ARGUMENT.
+    # grpcio returns INTERNAL when a deserializer raises, but a caller's bad bytes are INVALID_ARGUMENT.
     def deserialize(serialized: bytes) -> Message | MalformedRequest:
         try:
             return message_class.FromString(serialized)
@@ -66,9 +66,9 @@ class ServiceBinder:
         self._authenticator = authenticator
         self._executor = executor
 
-    def bind(self, service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
+    def bind(self, service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
         """Return a handler for every RPC of the service; raise TypeError if one is not implemented."""
-        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
             if method.client_streaming or method.server_streaming:
                 raise TypeError(f"{service.full_name}.{method.name}: only unary RPCs are bound here")
@@ -145,7 +145,9 @@ class ServiceBinder:
             workspace_id = self._authenticator.authenticate(token)
             workspace.append(workspace_id)
             if isinstance(request, MalformedRequest):
-                raise ValidationFailed([FieldViolation("", f"the request is not a valid {request.message_name} message")])
+                raise ValidationFailed(
+                    [FieldViolation("", f"the request is not a valid {request.message_name} message")]
+                )
             return implementation(workspace_id, request)
 
         future = loop.run_in_executor(self._executor, authenticate_and_call)
@@ -154,4 +156,3 @@ class ServiceBinder:
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
-

@@ -7,9 +7,7 @@ from server.adapters.database.schema import Base
 
 connection: Connection | None = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError(
-        "run migrations through `topmail-tracking migrate`, which passes the connection"
-    )
+    raise RuntimeError("run migrations through `topmail-tracking migrate`, which passes the connection")
 
 context.configure(
     connection=connection,

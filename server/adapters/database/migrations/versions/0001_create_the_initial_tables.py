@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -44,9 +43,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_api_keys_workspace_id"), ["workspace_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_api_keys_workspace_id"), ["workspace_id"], unique=False)
 
     op.create_table(
         "contacts",
@@ -148,9 +145,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("product_views", schema=None) as batch_op:
-        batch_op.drop_index(
-            batch_op.f("ix_product_views_workspace_id_contact_id_viewed_at")
-        )
+        batch_op.drop_index(batch_op.f("ix_product_views_workspace_id_contact_id_viewed_at"))
 
     op.drop_table("product_views")
     with op.batch_alter_table("flow_triggers", schema=None) as batch_op:

@@ -1,0 +1,138 @@
+"""SqlStore against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from server.adapters.database.engine import create_database_engine
+from server.adapters.database.repository import SqlStore
+from server.adapters.database.schema import ProductViewRow
+from server.domain.contacts import EmailAddress
+from server.domain.errors import ContactAlreadyExists, StorageUnavailable
+from server.domain.flow_triggers import product_viewed_trigger
+from server.domain.money import Price
+from server.domain.product_views import ProductDetails, ProductView
+
+NOW = datetime(2026, 12, 4, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def new_view(
+    workspace_id: uuid.UUID, contact_id: uuid.UUID, amount: str = "99.99", key: str | None = None
+) -> ProductView:
+    product = ProductDetails(
+        product_id="prod_abc123",
+        product_name="Premium Wireless Headphones",
+        product_url="https://shop.example.com/products/wireless-headphones",
+        variant_id=None,
+        image_url=None,
+        price=Price(Decimal(amount), "USD"),
+        category=None,
+        brand=None,
+        sku=None,
+        session_id=None,
+    )
+    return ProductView(
+        id=uuid.uuid4(),
+        workspace_id=workspace_id,
+        contact_id=contact_id,
+        product=product,
+        viewed_at=NOW,
+        idempotency_key=key,
+        request_fingerprint="f" * 64,
+    )
+
+
+@pytest.fixture
+def store(database_engine: Engine) -> SqlStore:
+    return SqlStore(database_engine)
+
+
+@pytest.fixture
+def workspace_and_contact(store: SqlStore) -> tuple[uuid.UUID, uuid.UUID]:
+    workspace = store.add_workspace(f"ws-{uuid.uuid4().hex[:10]}", NOW)
+    contact = store.add_contact(workspace.id, EmailAddress("a@example.com", "a@example.com"), NOW)
+    return workspace.id, contact.id
+
+
+def count_views(engine: Engine, view_id: uuid.UUID) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).where(ProductViewRow.id == view_id)) or 0)
+
+
+def test_view_round_trips_exactly(store: SqlStore, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    view = new_view(workspace_id, contact_id, amount="0.000000001", key="round-trip")
+
+    store.add_product_view(view, product_viewed_trigger(view))
+    loaded = store.find_product_view_by_idempotency_key(workspace_id, "round-trip")
+
+    assert loaded == view
+    assert loaded is not None
+    assert loaded.viewed_at.tzinfo is not None
+
+
+def test_view_without_trigger_is_not_stored(
+    store: SqlStore, database_engine: Engine, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    first = new_view(workspace_id, contact_id)
+    first_trigger = product_viewed_trigger(first)
+    store.add_product_view(first, first_trigger)
+    second = new_view(workspace_id, contact_id)
+    # A trigger whose id is taken makes the trigger insert fail after the view insert succeeded.
+    clashing_trigger = dataclasses.replace(product_viewed_trigger(second), id=first_trigger.id)
+
+    with pytest.raises(IntegrityError):
+        store.add_product_view(second, clashing_trigger)
+
+    assert count_views(database_engine, second.id) == 0
+    assert count_views(database_engine, first.id) == 1
+
+
+def test_duplicate_contact_reports_existing_id(
+    store: SqlStore, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    workspace_id, contact_id = workspace_and_contact
+
+    with pytest.raises(ContactAlreadyExists) as caught:
+        store.add_contact(workspace_id, EmailAddress("A@example.com", "a@example.com"), NOW)
+
+    assert caught.value.existing_contact_id == str(contact_id)
+
+
+def test_times_are_stored_in_utc(store: SqlStore, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    view = new_view(workspace_id, contact_id, key="tz")
+    view = dataclasses.replace(view, viewed_at=NOW.astimezone(timezone(timedelta(hours=5))))
+
+    store.add_product_view(view, product_viewed_trigger(view))
+    loaded = store.find_product_view_by_idempotency_key(workspace_id, "tz")
+
+    assert loaded is not None
+    assert loaded.viewed_at == NOW
+    assert loaded.viewed_at.utcoffset() == timedelta(0)
+
+
+def test_naive_time_is_rejected(store: SqlStore, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    view = new_view(workspace_id, contact_id)
+    view = dataclasses.replace(view, viewed_at=NOW.replace(tzinfo=None))
+
+    with pytest.raises(StatementError, match="naive datetimes"):
+        store.add_product_view(view, product_viewed_trigger(new_view(workspace_id, contact_id)))
+
+
+def test_unreachable_database_is_storage_unavailable() -> None:
+    engine = create_database_engine("postgresql://postgres@127.0.0.1:1/none")
+    try:
+        with pytest.raises(StorageUnavailable):
+            SqlStore(engine).find_workspace_by_name("x")
+    finally:
+        engine.dispose()
