@@ -56,8 +56,8 @@ check-generated: generate
 		{ echo "generated/ is stale or was edited: run 'make generate' and commit the result" >&2; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check server tests bench
-	$(BIN)/ruff format --check server tests bench
+	$(BIN)/ruff check server tests
+	$(BIN)/ruff format --check server tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
