@@ -1,0 +1,1 @@
+"""Tests for the published network lists and their refresh."""
