@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from server.domain.api_keys import ApiKeyMode
 from server.domain.contacts import Contact, EmailAddress
+from server.domain.email_events import EmailEvent, EventVerdict
+from server.domain.engagement import EmailEventQuery, EngagementCounts, EngagementScope
 from server.domain.flow_triggers import FlowTrigger
 from server.domain.product_views import ProductView
 
@@ -59,3 +62,54 @@ class ProductViewStore(Protocol):
     def find_product_view_by_idempotency_key(
         self, workspace_id: uuid.UUID, idempotency_key: str
     ) -> ProductView | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClick:
+    """A click of the contact on the message, as classification history."""
+
+    id: uuid.UUID
+    occurred_at: datetime
+    is_bot: bool
+
+
+class MessageEventsTransaction(Protocol):
+    """The events of one contact on one message, read and changed under one lock and transaction."""
+
+    def delivery_time(self) -> datetime | None:
+        """Return the time of the earliest stored DELIVERED event."""
+        ...
+
+    def clicks_between(self, start: datetime, end: datetime) -> list[StoredClick]: ...
+
+    def add_event(self, event: EmailEvent) -> None: ...
+
+    def mark_clicks_as_bots(self, click_ids: list[uuid.UUID], verdict: EventVerdict) -> list[EmailEvent]:
+        """Give the still-human clicks among `click_ids`, and their inferred opens, the verdict.
+
+        Returns the changed events.
+        """
+        ...
+
+    def has_human_open(self) -> bool: ...
+
+    def earliest_human_click(self) -> EmailEvent | None: ...
+
+
+class EmailEventStore(Protocol):
+    def message_events(
+        self, workspace_id: uuid.UUID, contact_id: uuid.UUID, message_id: str
+    ) -> AbstractContextManager[MessageEventsTransaction]:
+        """Lock the contact's events on the message and commit on exit.
+
+        Raises IdempotencyKeyTaken on exit when a concurrent call stored the same key first.
+        """
+        ...
+
+    def find_email_event_by_idempotency_key(
+        self, workspace_id: uuid.UUID, idempotency_key: str
+    ) -> EmailEvent | None: ...
+
+    def list_email_events(self, query: EmailEventQuery) -> list[EmailEvent]: ...
+
+    def count_engagement(self, workspace_id: uuid.UUID, scope: EngagementScope) -> EngagementCounts: ...

@@ -166,11 +166,28 @@ class _MisbehavingTracking:
         self.sleep_seconds = sleep_seconds
         self.failure = failure
 
-    def TrackProductView(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.TrackProductViewResponse:
+    def _misbehave(self) -> None:
         time.sleep(self.sleep_seconds)
         if self.failure is not None:
             raise self.failure
+
+    def TrackProductView(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.TrackProductViewResponse:
+        self._misbehave()
         return tracking_service_pb2.TrackProductViewResponse()
+
+    def RecordEmailEvent(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.RecordEmailEventResponse:
+        self._misbehave()
+        return tracking_service_pb2.RecordEmailEventResponse()
+
+    def ListEmailEvents(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.ListEmailEventsResponse:
+        self._misbehave()
+        return tracking_service_pb2.ListEmailEventsResponse()
+
+    def GetEngagementStats(
+        self, workspace_id: uuid.UUID, request: Any
+    ) -> tracking_service_pb2.GetEngagementStatsResponse:
+        self._misbehave()
+        return tracking_service_pb2.GetEngagementStatsResponse()
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ class SqlStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session in a transaction; raise StorageUnavailable when the database fails."""
         try:
             with self._sessions.begin() as session:
                 yield session
@@ -50,12 +51,12 @@ class SqlStore:
 
     def add_workspace(self, name: str, now: datetime) -> Workspace:
         workspace = Workspace(id=uuid.uuid4(), name=name, created_at=now)
-        with self._transaction() as session:
+        with self.transaction() as session:
             session.execute(insert(WorkspaceRow).values(id=workspace.id, name=name, created_at=now))
         return workspace
 
     def find_workspace_by_name(self, name: str) -> Workspace | None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             row = session.scalars(select(WorkspaceRow).where(WorkspaceRow.name == name)).one_or_none()
             if row is None:
                 return None
@@ -64,7 +65,7 @@ class SqlStore:
     def add_api_key(
         self, workspace_id: uuid.UUID, key_hash: str, key_prefix: str, mode: ApiKeyMode, now: datetime
     ) -> None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             session.execute(
                 insert(ApiKeyRow).values(
                     id=uuid.uuid4(),
@@ -77,7 +78,7 @@ class SqlStore:
             )
 
     def find_workspace_id_by_key_hash(self, key_hash: str) -> uuid.UUID | None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             return session.scalars(
                 select(ApiKeyRow.workspace_id).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
             ).one_or_none()
@@ -87,7 +88,7 @@ class SqlStore:
     def add_contact(self, workspace_id: uuid.UUID, email: EmailAddress, now: datetime) -> Contact:
         contact = Contact(id=uuid.uuid4(), workspace_id=workspace_id, email=email.address, created_at=now)
         try:
-            with self._transaction() as session:
+            with self.transaction() as session:
                 session.execute(
                     insert(ContactRow).values(
                         id=contact.id,
@@ -105,14 +106,14 @@ class SqlStore:
         return contact
 
     def find_contact_by_id(self, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> Contact | None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             row = session.scalars(
                 select(ContactRow).where(ContactRow.workspace_id == workspace_id, ContactRow.id == contact_id)
             ).one_or_none()
             return _contact_from_row(row) if row is not None else None
 
     def find_contact_by_email(self, workspace_id: uuid.UUID, lookup_key: str) -> Contact | None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             row = session.scalars(
                 select(ContactRow).where(
                     ContactRow.workspace_id == workspace_id, ContactRow.email_lookup_key == lookup_key
@@ -125,7 +126,7 @@ class SqlStore:
     def add_product_view(self, view: ProductView, trigger: FlowTrigger) -> None:
         product = view.product
         try:
-            with self._transaction() as session:
+            with self.transaction() as session:
                 session.execute(
                     insert(ProductViewRow).values(
                         id=view.id,
@@ -165,7 +166,7 @@ class SqlStore:
             raise IdempotencyKeyTaken() from None
 
     def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
-        with self._transaction() as session:
+        with self.transaction() as session:
             row = session.scalars(
                 select(ProductViewRow).where(
                     ProductViewRow.workspace_id == workspace_id, ProductViewRow.idempotency_key == idempotency_key

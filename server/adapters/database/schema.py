@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.adapters.database.column_types import ExactDecimal, UtcDateTime
@@ -103,3 +103,43 @@ class FlowTriggerRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EmailEventRow(Base):
+    """Deliveries, opens and clicks with the raw facts and the current bot verdict."""
+
+    __tablename__ = "email_events"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "idempotency_key"),
+        # Serves the per-message history that classification reads and message statistics.
+        Index(None, "workspace_id", "message_id", "contact_id", "event_type", "occurred_at"),
+        Index(None, "workspace_id", "campaign_id", "event_type"),
+        Index(None, "workspace_id", "occurred_at", "id"),
+        Index(None, "inferred_from_event_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id"))
+    message_id: Mapped[str] = mapped_column(String(200))
+    campaign_id: Mapped[str | None] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(20))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(2048))
+    http_method: Mapped[str | None] = mapped_column(String(10))
+    request_headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    link_url: Mapped[str | None] = mapped_column(String(2048))
+    link_id: Mapped[str | None] = mapped_column(String(200))
+    honeypot_link: Mapped[bool] = mapped_column(Boolean)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    is_bot: Mapped[bool] = mapped_column(Boolean)
+    bot_type: Mapped[str | None] = mapped_column(String(30))
+    bot_confidence: Mapped[str | None] = mapped_column(String(10))
+    bot_signals: Mapped[list[str]] = mapped_column(JSON)
+    classifier_version: Mapped[str] = mapped_column(String(100))
+    inferred: Mapped[bool] = mapped_column(Boolean)
+    inferred_from_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))

@@ -19,11 +19,15 @@ from sqlalchemy import Engine
 
 from server.adapters.database.engine import PoolSettings, create_database_engine, normalize_database_url
 from server.adapters.database.migrations import ensure_schema_current
+from server.adapters.database.email_event_store import SqlEmailEventStore
 from server.adapters.database.repository import SqlStore
+from server.adapters.network_data import load_network_directory, oldest_source_age_days
+from server.domain.classification import BotClassifier, load_user_agent_matcher
 from server.entrypoints.grpc_api.binding import ServiceBinder
 from server.entrypoints.grpc_api.servicers import ContactServicer, TrackingServicer
 from server.entrypoints.settings import Settings
 from server.usecases.contacts import ContactDirectory
+from server.usecases.email_events import EmailEventRecorder
 from server.usecases.product_views import ProductViewTracker
 from server.usecases.workspaces import Authenticator
 from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
@@ -37,6 +41,35 @@ SERVICES = (CONTACT_SERVICE, TRACKING_SERVICE)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def load_classifier() -> BotClassifier:
+    """Load the network data and user-agent patterns once, and log which data is in use and its age."""
+    networks = load_network_directory()
+    user_agents = load_user_agent_matcher()
+    today = utc_now().date()
+    for source in networks.sources:
+        logger.info(
+            "network data loaded",
+            extra={
+                "source": source.name,
+                "category": source.category.value,
+                "provider": source.provider,
+                "prefixes": source.prefix_count,
+                "retrieved_on": source.retrieved_on.isoformat(),
+                "age_days": (today - source.retrieved_on).days,
+            },
+        )
+    classifier = BotClassifier(networks, user_agents)
+    logger.info(
+        "bot classifier ready",
+        extra={
+            "classifier_version": classifier.version,
+            "prefixes": len(networks),
+            "oldest_network_data_days": oldest_source_age_days(networks.sources, today),
+        },
+    )
+    return classifier
 
 
 @dataclass
@@ -69,6 +102,8 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
         raise
     store = SqlStore(engine)
     contacts = ContactDirectory(store, utc_now)
+    classifier = load_classifier()
+    recorder = EmailEventRecorder(contacts, SqlEmailEventStore(store), classifier, utc_now)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="rpc-worker")
     binder = ServiceBinder(Authenticator(store, cache_ttl_seconds=settings.auth_cache_seconds), executor)
 
@@ -77,7 +112,7 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     server.add_generic_rpc_handlers(
         (
             binder.bind(CONTACT_SERVICE, ContactServicer(contacts)),
-            binder.bind(TRACKING_SERVICE, TrackingServicer(ProductViewTracker(contacts, store, utc_now))),
+            binder.bind(TRACKING_SERVICE, TrackingServicer(ProductViewTracker(contacts, store, utc_now), recorder)),
         )
     )
     health = health_aio.HealthServicer()

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from server.entrypoints.grpc_api.translate import contact_message, product_view_input, product_view_message
+from server.entrypoints.grpc_api.translate import (
+    contact_message,
+    email_event_input,
+    email_event_list_input,
+    email_event_message,
+    engagement_stats_response,
+    product_view_input,
+    product_view_message,
+)
 from server.usecases.contacts import ContactDirectory
+from server.usecases.email_events import EmailEventRecorder
 from server.usecases.product_views import ProductViewTracker
 from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
 
@@ -32,11 +41,39 @@ class ContactServicer:
 class TrackingServicer:
     """Implements `topmail.tracking.v1.TrackingService`."""
 
-    def __init__(self, product_views: ProductViewTracker) -> None:
+    def __init__(self, product_views: ProductViewTracker, email_events: EmailEventRecorder) -> None:
         self._product_views = product_views
+        self._email_events = email_events
 
     def TrackProductView(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.TrackProductViewRequest
     ) -> tracking_service_pb2.TrackProductViewResponse:
         view = self._product_views.track(workspace_id, product_view_input(request))
         return tracking_service_pb2.TrackProductViewResponse(product_view=product_view_message(view))
+
+    def RecordEmailEvent(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.RecordEmailEventRequest
+    ) -> tracking_service_pb2.RecordEmailEventResponse:
+        recorded = self._email_events.record(workspace_id, email_event_input(request))
+        return tracking_service_pb2.RecordEmailEventResponse(
+            email_event=email_event_message(recorded.event),
+            created_events=[email_event_message(event) for event in recorded.created],
+            reclassified_events=[email_event_message(event) for event in recorded.reclassified],
+        )
+
+    def ListEmailEvents(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.ListEmailEventsRequest
+    ) -> tracking_service_pb2.ListEmailEventsResponse:
+        page = self._email_events.list_events(workspace_id, email_event_list_input(request))
+        return tracking_service_pb2.ListEmailEventsResponse(
+            email_events=[email_event_message(event) for event in page.events],
+            next_page_token=page.next_page_token,
+        )
+
+    def GetEngagementStats(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.GetEngagementStatsRequest
+    ) -> tracking_service_pb2.GetEngagementStatsResponse:
+        counts = self._email_events.count_engagement(
+            workspace_id, message_id=request.message_id, campaign_id=request.campaign_id
+        )
+        return engagement_stats_response(counts, include_bots=request.include_bots)

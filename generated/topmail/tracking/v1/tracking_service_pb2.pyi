@@ -3,9 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.type import money_pb2 as _money_pb2
+from topmail.tracking.v1 import email_event_pb2 as _email_event_pb2
 from topmail.tracking.v1 import product_view_pb2 as _product_view_pb2
 import builtins as _builtins
 import sys
@@ -131,3 +135,348 @@ class TrackProductViewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrackProductViewResponse: _TypeAlias = TrackProductViewResponse  # noqa: Y015
+
+@_typing.final
+class RecordEmailEventRequest(_message.Message):
+    """Request of `TrackingService.RecordEmailEvent`. Text limits count Unicode
+    code points, and no text field may contain control characters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RequestHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    HTTP_METHOD_FIELD_NUMBER: _builtins.int
+    REQUEST_HEADERS_FIELD_NUMBER: _builtins.int
+    LINK_URL_FIELD_NUMBER: _builtins.int
+    LINK_ID_FIELD_NUMBER: _builtins.int
+    HONEYPOT_LINK_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The contact's e-mail address. Required when `contact_id` is empty; when
+    both are given they must name the same contact.
+    """
+    contact_id: _builtins.str
+    """The contact's UUID. Required when `email` is empty."""
+    message_id: _builtins.str
+    """Required. The sending system's id of the e-mail to this contact, 1 to 200
+    characters.
+    """
+    campaign_id: _builtins.str
+    """Optional. The sending system's campaign id, at most 200 characters."""
+    event_type: _email_event_pb2.EmailEventType.ValueType
+    """Required. DELIVERED, OPENED or CLICKED."""
+    client_ip: _builtins.str
+    """Optional. The client IP address, IPv4 or IPv6 (an IPv4-mapped IPv6 address
+    is treated as IPv4).
+    """
+    user_agent: _builtins.str
+    """Optional. The client's user agent, at most 1024 characters. An empty user
+    agent on an open or click is a bot signal.
+    """
+    http_method: _builtins.str
+    """Optional. The HTTP method of the pixel or link request (GET, HEAD, ...),
+    at most 10 characters. HEAD is a bot signal.
+    """
+    link_url: _builtins.str
+    """Required for clicks, empty otherwise. Absolute http or https URL of the
+    link's destination, at most 2048 characters.
+    """
+    link_id: _builtins.str
+    """Optional, clicks only. The link's id within the message, at most 200
+    characters.
+    """
+    honeypot_link: _builtins.bool
+    """Optional, clicks only. Whether the link is the message's hidden honeypot
+    link, which no person can see.
+    """
+    idempotency_key: _builtins.str
+    """Optional. A caller-chosen key of 1 to 255 printable ASCII characters, as in
+    `TrackProductViewRequest.idempotency_key`.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """Optional. When the event happened; the server's time when absent. At most
+        5 minutes in the future of the server's clock and not before 2000-01-01.
+        """
+
+    @_builtins.property
+    def request_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional. Request headers that matter for classification, names compared
+        case-insensitively: `Sec-Purpose`, `Purpose`, `X-Purpose`, `X-Moz`.
+        A prefetch or preview value is a bot signal. At most 20 headers, each
+        name at most 100 and each value at most 1024 characters.
+        """
+
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp:
+        """Optional. When the message was delivered, for clicks that arrive before
+        the DELIVERED event is recorded. A stored DELIVERED event of the message
+        takes precedence.
+        """
+
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        event_type: _email_event_pb2.EmailEventType.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        client_ip: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        http_method: _builtins.str = ...,
+        request_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        link_url: _builtins.str = ...,
+        link_id: _builtins.str = ...,
+        honeypot_link: _builtins.bool = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "client_ip", b"client_ip", "contact_id", b"contact_id", "delivered_at", b"delivered_at", "email", b"email", "event_type", b"event_type", "honeypot_link", b"honeypot_link", "http_method", b"http_method", "idempotency_key", b"idempotency_key", "link_id", b"link_id", "link_url", b"link_url", "message_id", b"message_id", "occurred_at", b"occurred_at", "request_headers", b"request_headers", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEmailEventRequest: _TypeAlias = RecordEmailEventRequest  # noqa: Y015
+
+@_typing.final
+class RecordEmailEventResponse(_message.Message):
+    """Response of `TrackingService.RecordEmailEvent`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_EVENT_FIELD_NUMBER: _builtins.int
+    CREATED_EVENTS_FIELD_NUMBER: _builtins.int
+    RECLASSIFIED_EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def email_event(self) -> _email_event_pb2.EmailEvent:
+        """The stored event with its verdict: the new one, or on an idempotent retry
+        the first one as it is stored now.
+        """
+
+    @_builtins.property
+    def created_events(self) -> _containers.RepeatedCompositeFieldContainer[_email_event_pb2.EmailEvent]:
+        """Events this call created: the inferred open, if any."""
+
+    @_builtins.property
+    def reclassified_events(self) -> _containers.RepeatedCompositeFieldContainer[_email_event_pb2.EmailEvent]:
+        """Earlier events this call turned into bots: the clicks of a burst and the
+        inferred opens that came from them.
+        """
+
+    def __init__(
+        self,
+        *,
+        email_event: _email_event_pb2.EmailEvent | None = ...,
+        created_events: _abc.Iterable[_email_event_pb2.EmailEvent] | None = ...,
+        reclassified_events: _abc.Iterable[_email_event_pb2.EmailEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["email_event", b"email_event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_events", b"created_events", "email_event", b"email_event", "reclassified_events", b"reclassified_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEmailEventResponse: _TypeAlias = RecordEmailEventResponse  # noqa: Y015
+
+@_typing.final
+class ListEmailEventsRequest(_message.Message):
+    """Request of `TrackingService.ListEmailEvents`. Every filter that is set must
+    match.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    IS_BOT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Optional. Only events of this message."""
+    campaign_id: _builtins.str
+    """Optional. Only events of this campaign."""
+    contact_id: _builtins.str
+    """Optional. Only events of this contact (UUID)."""
+    event_type: _email_event_pb2.EmailEventType.ValueType
+    """Optional. Only events of this type."""
+    is_bot: _builtins.bool
+    """Optional. Only bot events (true) or only human events (false); all when
+    unset.
+    """
+    page_size: _builtins.int
+    """Maximum number of events to return, 0 to 500; 0 means 50."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, or empty for the first page.
+    Valid only with the same filters.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only events that occurred at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only events that occurred before this time."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        event_type: _email_event_pb2.EmailEventType.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        is_bot: _builtins.bool | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_bot", b"_is_bot", "end_time", b"end_time", "is_bot", b"is_bot", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_bot", b"_is_bot", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "end_time", b"end_time", "event_type", b"event_type", "is_bot", b"is_bot", "message_id", b"message_id", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__is_bot: _TypeAlias = _typing.Literal["is_bot"]  # noqa: Y015
+    _WhichOneofArgType__is_bot: _TypeAlias = _typing.Literal["_is_bot", b"_is_bot"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_bot) -> _WhichOneofReturnType__is_bot | None: ...
+
+Global___ListEmailEventsRequest: _TypeAlias = ListEmailEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEmailEventsResponse(_message.Message):
+    """Response of `TrackingService.ListEmailEvents`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page, or empty when this is the last page."""
+    @_builtins.property
+    def email_events(self) -> _containers.RepeatedCompositeFieldContainer[_email_event_pb2.EmailEvent]:
+        """The events of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        email_events: _abc.Iterable[_email_event_pb2.EmailEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_events", b"email_events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmailEventsResponse: _TypeAlias = ListEmailEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetEngagementStatsRequest(_message.Message):
+    """Request of `TrackingService.GetEngagementStats`. Exactly one of `message_id`
+    and `campaign_id` is required.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_BOTS_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Figures of one message."""
+    campaign_id: _builtins.str
+    """Figures of every message of one campaign."""
+    include_bots: _builtins.bool
+    """Whether to add the figures with bots and the breakdown by bot type."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        include_bots: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "include_bots", b"include_bots", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEngagementStatsRequest: _TypeAlias = GetEngagementStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetEngagementStatsResponse(_message.Message):
+    """Response of `TrackingService.GetEngagementStats`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HUMAN_FIELD_NUMBER: _builtins.int
+    APPLE_MPP_OPENS_FIELD_NUMBER: _builtins.int
+    APPLE_MPP_UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
+    WITH_BOTS_FIELD_NUMBER: _builtins.int
+    BOT_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    apple_mpp_opens: _builtins.int
+    """Opens fetched by Apple Mail Privacy Protection, which are not in `human`."""
+    apple_mpp_unique_opens: _builtins.int
+    """Messages with at least one Apple Mail Privacy Protection open."""
+    @_builtins.property
+    def human(self) -> _email_event_pb2.EngagementFigures:
+        """Figures of human events only, inferred opens included."""
+
+    @_builtins.property
+    def with_bots(self) -> _email_event_pb2.EngagementFigures:
+        """Figures of all events, bots included. Set only with `include_bots`."""
+
+    @_builtins.property
+    def bot_breakdown(self) -> _containers.RepeatedCompositeFieldContainer[_email_event_pb2.BotTypeCount]:
+        """Bot opens and clicks per bot type, types without events left out. Set
+        only with `include_bots`.
+        """
+
+    def __init__(
+        self,
+        *,
+        human: _email_event_pb2.EngagementFigures | None = ...,
+        apple_mpp_opens: _builtins.int = ...,
+        apple_mpp_unique_opens: _builtins.int = ...,
+        with_bots: _email_event_pb2.EngagementFigures | None = ...,
+        bot_breakdown: _abc.Iterable[_email_event_pb2.BotTypeCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["human", b"human", "with_bots", b"with_bots"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apple_mpp_opens", b"apple_mpp_opens", "apple_mpp_unique_opens", b"apple_mpp_unique_opens", "bot_breakdown", b"bot_breakdown", "human", b"human", "with_bots", b"with_bots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEngagementStatsResponse: _TypeAlias = GetEngagementStatsResponse  # noqa: Y015

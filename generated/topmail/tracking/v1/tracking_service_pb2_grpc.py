@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class TrackingServiceStub:
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -46,10 +47,26 @@ class TrackingServiceStub:
                 request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.SerializeToString,
                 response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.FromString,
                 _registered_method=True)
+        self.RecordEmailEvent = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/RecordEmailEvent',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.FromString,
+                _registered_method=True)
+        self.ListEmailEvents = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/ListEmailEvents',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsResponse.FromString,
+                _registered_method=True)
+        self.GetEngagementStats = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/GetEngagementStats',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.FromString,
+                _registered_method=True)
 
 
 class TrackingServiceServicer:
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -78,6 +95,53 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEmailEvent(self, request, context):
+        """Records one delivery, open or click of a message to a contact and
+        classifies it as human or bot in the same call.
+
+        A click burst (3 or more clicks within 2 seconds, or 5 or more within 30
+        seconds, by one contact on one message) turns every click in it into a
+        bot, including clicks stored as human before; the response lists those.
+        A human click with no human open of that contact on that message creates
+        an inferred OPENED event, also listed in the response. Calls for the same
+        contact and message are serialized in the database, so these rules hold
+        across concurrent calls and server processes. A message needs no
+        registration: its first event makes it known.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
+        listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
+        (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
+        an `idempotency_key`, a retry returns the first call's event and stores
+        nothing new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmailEvents(self, request, context):
+        """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
+        by id), filtered by every field that is set.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+        page size, a malformed page token, or an invalid filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEngagementStats(self, request, context):
+        """Returns delivery, open and click figures of one message or one campaign,
+        computed by the database. People only by default; with `include_bots`,
+        also the figures with bots and a breakdown by bot type.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
+        `message_id` and `campaign_id` is set. A message or campaign without events
+        has all figures zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrackingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +149,21 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.TrackProductView,
                     request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.FromString,
                     response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.SerializeToString,
+            ),
+            'RecordEmailEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEmailEvent,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.SerializeToString,
+            ),
+            'ListEmailEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmailEvents,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsResponse.SerializeToString,
+            ),
+            'GetEngagementStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEngagementStats,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,7 +174,8 @@ def add_TrackingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrackingService:
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -121,6 +201,87 @@ class TrackingService:
             '/topmail.tracking.v1.TrackingService/TrackProductView',
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.SerializeToString,
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEmailEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/RecordEmailEvent',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmailEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/ListEmailEvents',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEngagementStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/GetEngagementStats',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

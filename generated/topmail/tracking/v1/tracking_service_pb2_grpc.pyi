@@ -27,7 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TrackingServiceStub:
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -56,10 +57,46 @@ class TrackingServiceStub:
     the view stored by the first call and stores nothing new, so the call is
     safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
     """
+    RecordEmailEvent: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventRequest, _tracking_service_pb2.RecordEmailEventResponse]
+    """Records one delivery, open or click of a message to a contact and
+    classifies it as human or bot in the same call.
+
+    A click burst (3 or more clicks within 2 seconds, or 5 or more within 30
+    seconds, by one contact on one message) turns every click in it into a
+    bot, including clicks stored as human before; the response lists those.
+    A human click with no human open of that contact on that message creates
+    an inferred OPENED event, also listed in the response. Calls for the same
+    contact and message are serialized in the database, so these rules hold
+    across concurrent calls and server processes. A message needs no
+    registration: its first event makes it known.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
+    listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
+    (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
+    an `idempotency_key`, a retry returns the first call's event and stores
+    nothing new.
+    """
+    ListEmailEvents: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.ListEmailEventsRequest, _tracking_service_pb2.ListEmailEventsResponse]
+    """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
+    by id), filtered by every field that is set.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+    page size, a malformed page token, or an invalid filter.
+    """
+    GetEngagementStats: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.GetEngagementStatsRequest, _tracking_service_pb2.GetEngagementStatsResponse]
+    """Returns delivery, open and click figures of one message or one campaign,
+    computed by the database. People only by default; with `include_bots`,
+    also the figures with bots and a breakdown by bot type.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
+    `message_id` and `campaign_id` is set. A message or campaign without events
+    has all figures zero.
+    """
 
 @_typing.type_check_only
 class TrackingServiceAsyncStub(TrackingServiceStub):
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -85,9 +122,45 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     the view stored by the first call and stores nothing new, so the call is
     safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
     """
+    RecordEmailEvent: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventRequest, _tracking_service_pb2.RecordEmailEventResponse]  # type: ignore[assignment]
+    """Records one delivery, open or click of a message to a contact and
+    classifies it as human or bot in the same call.
+
+    A click burst (3 or more clicks within 2 seconds, or 5 or more within 30
+    seconds, by one contact on one message) turns every click in it into a
+    bot, including clicks stored as human before; the response lists those.
+    A human click with no human open of that contact on that message creates
+    an inferred OPENED event, also listed in the response. Calls for the same
+    contact and message are serialized in the database, so these rules hold
+    across concurrent calls and server processes. A message needs no
+    registration: its first event makes it known.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
+    listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
+    (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
+    an `idempotency_key`, a retry returns the first call's event and stores
+    nothing new.
+    """
+    ListEmailEvents: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.ListEmailEventsRequest, _tracking_service_pb2.ListEmailEventsResponse]  # type: ignore[assignment]
+    """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
+    by id), filtered by every field that is set.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+    page size, a malformed page token, or an invalid filter.
+    """
+    GetEngagementStats: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.GetEngagementStatsRequest, _tracking_service_pb2.GetEngagementStatsResponse]  # type: ignore[assignment]
+    """Returns delivery, open and click figures of one message or one campaign,
+    computed by the database. People only by default; with `include_bots`,
+    also the figures with bots and a breakdown by bot type.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
+    `message_id` and `campaign_id` is set. A message or campaign without events
+    has all figures zero.
+    """
 
 class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Records what contacts do: product views now, e-mail events next.
+    """Records what contacts do: product views and e-mail events (deliveries, opens
+    and clicks, each classified as human or bot), and reports engagement.
 
     Every call needs the metadata `authorization: Bearer <api key>`; the key
     decides the workspace, and a call can only name contacts of that workspace.
@@ -116,6 +189,59 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         With an `idempotency_key`, a retry with the same key and content returns
         the view stored by the first call and stores nothing new, so the call is
         safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordEmailEvent(
+        self,
+        request: _tracking_service_pb2.RecordEmailEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.RecordEmailEventResponse, _abc.Awaitable[_tracking_service_pb2.RecordEmailEventResponse]]:
+        """Records one delivery, open or click of a message to a contact and
+        classifies it as human or bot in the same call.
+
+        A click burst (3 or more clicks within 2 seconds, or 5 or more within 30
+        seconds, by one contact on one message) turns every click in it into a
+        bot, including clicks stored as human before; the response lists those.
+        A human click with no human open of that contact on that message creates
+        an inferred OPENED event, also listed in the response. Calls for the same
+        contact and message are serialized in the database, so these rules hold
+        across concurrent calls and server processes. A message needs no
+        registration: its first event makes it known.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
+        listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
+        (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
+        an `idempotency_key`, a retry returns the first call's event and stores
+        nothing new.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEmailEvents(
+        self,
+        request: _tracking_service_pb2.ListEmailEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.ListEmailEventsResponse, _abc.Awaitable[_tracking_service_pb2.ListEmailEventsResponse]]:
+        """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
+        by id), filtered by every field that is set.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+        page size, a malformed page token, or an invalid filter.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEngagementStats(
+        self,
+        request: _tracking_service_pb2.GetEngagementStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.GetEngagementStatsResponse, _abc.Awaitable[_tracking_service_pb2.GetEngagementStatsResponse]]:
+        """Returns delivery, open and click figures of one message or one campaign,
+        computed by the database. People only by default; with `include_bots`,
+        also the figures with bots and a breakdown by bot type.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
+        `message_id` and `campaign_id` is set. A message or campaign without events
+        has all figures zero.
         """
 
 def add_TrackingServiceServicer_to_server(servicer: TrackingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
