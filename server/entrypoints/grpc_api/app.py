@@ -17,9 +17,9 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
+from server.adapters.database.email_event_store import SqlEmailEventStore
 from server.adapters.database.engine import PoolSettings, create_database_engine, normalize_database_url
 from server.adapters.database.migrations import ensure_schema_current
-from server.adapters.database.email_event_store import SqlEmailEventStore
 from server.adapters.database.repository import SqlStore
 from server.adapters.network_data import load_network_directory, oldest_source_age_days
 from server.domain.classification import BotClassifier, load_user_agent_matcher
