@@ -7,10 +7,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from server.adapters.database.engine import create_database_engine
 from server.adapters.database.migrations import SchemaOutdated, ensure_schema_current, upgrade_to_latest
 from server.adapters.database.repository import SqlStore
+from server.adapters.network_data import NetworkDataError, load_network_directory
+from server.adapters.network_data.refresh import main as refresh_network_data
 from server.domain.api_keys import ApiKeyMode
 from server.domain.errors import TrackingError
 from server.entrypoints.grpc_api.app import serve_until_signalled, utc_now
@@ -48,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(issue, _DATABASE_SETTINGS)
 
+    network_data = commands.add_parser(
+        "network-data", help="list the IP network lists used for bot classification, with their age"
+    )
+    add_setting_flags(network_data, ("network_data_dir", "log_level", "log_format"))
+
+    commands.add_parser(
+        "refresh-network-data",
+        help="download the vendors' network lists again; options: refresh-network-data --help",
+        add_help=False,
+    )
+
     dev = commands.add_parser(
         "ensure-dev-workspace",
         help=f"create the {DEV_WORKSPACE_NAME!r} workspace with a test key unless it exists",
@@ -57,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["refresh-network-data"]:
+        # The refresh has its own options (--data-dir, --only, --source-url, --timeout).
+        return refresh_network_data(argv[1:])
     arguments = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(arguments)
@@ -71,13 +89,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if arguments.command == "migrate":
             return _migrate(settings)
+        if arguments.command == "network-data":
+            return _print_network_data(settings)
         return _manage_workspaces(arguments, settings)
     except SchemaOutdated as error:
         logger.error("refusing to start: %s", error)
         return 3
     except OSError as error:
-        logger.error("cannot start: %s", error)
+        logger.error("%s failed: %s", arguments.command, error)
         return 1
+
+
+def _print_network_data(settings: Settings) -> int:
+    data_dir = Path(settings.network_data_dir) if settings.network_data_dir else None
+    try:
+        directory = load_network_directory(data_dir)
+    except NetworkDataError as error:
+        print(f"topmail-tracking: {error}", file=sys.stderr)
+        return 1
+    today = utc_now().date()
+    print(f"{'source':<24} {'category':<20} {'provider':<14} {'prefixes':>9} {'retrieved':<10} {'age (days)':>10}")
+    for source in directory.sources:
+        print(
+            f"{source.name:<24} {source.category.value:<20} {source.provider:<14} {source.prefix_count:>9} "
+            f"{source.retrieved_on.isoformat():<10} {(today - source.retrieved_on).days:>10}"
+        )
+    return 0
 
 
 def _migrate(settings: Settings) -> int:

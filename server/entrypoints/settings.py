@@ -24,6 +24,8 @@ class Settings:
     auth_cache_seconds: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"
+    # Empty means the lists that ship with the service.
+    network_data_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,12 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("log_level", "TOPMAIL_LOG_LEVEL", str.upper, "log level", ("DEBUG", "INFO", "WARNING", "ERROR")),
     SettingSpec("log_format", "TOPMAIL_LOG_FORMAT", str.lower, "log line format", ("json", "text")),
+    SettingSpec(
+        "network_data_dir",
+        "TOPMAIL_NETWORK_DATA_DIR",
+        str,
+        "folder of the IP network lists used for bot classification; empty means the bundled lists",
+    ),
 )
 
 _DEFAULTS = Settings()

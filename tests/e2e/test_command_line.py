@@ -151,3 +151,49 @@ def test_serve_tracks_and_stops_on_signal(empty_database_url: str, tmp_path: Pat
 
     assert view.product_id == "prod_abc123"
     assert return_code == 0
+
+
+def test_network_data_lists_sources_with_age(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server.entrypoints.cli", "network-data"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert {"microsoft_eop", "aws", "apple_private_relay"} <= {row[0] for row in rows}
+    assert all(int(row[-1]) >= 0 for row in rows)
+
+
+def test_network_data_reports_bad_folder(tmp_path: Path) -> None:
+    (tmp_path / "broken.txt").write_text("not a network list\n", encoding="utf-8")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "server.entrypoints.cli", "network-data", "--network-data-dir", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "broken.txt" in result.stderr
+
+
+def test_refresh_command_takes_its_own_options(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server.entrypoints.cli", "refresh-network-data", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0
+    assert "--source-url" in result.stdout

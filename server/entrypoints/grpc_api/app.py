@@ -8,6 +8,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,9 +44,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def load_classifier() -> BotClassifier:
+def load_classifier(network_data_dir: str = "") -> BotClassifier:
     """Load the network data and user-agent patterns once, and log which data is in use and its age."""
-    networks = load_network_directory()
+    networks = load_network_directory(Path(network_data_dir) if network_data_dir else None)
     user_agents = load_user_agent_matcher()
     today = utc_now().date()
     for source in networks.sources:
@@ -102,7 +103,7 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
         raise
     store = SqlStore(engine)
     contacts = ContactDirectory(store, utc_now)
-    classifier = load_classifier()
+    classifier = load_classifier(settings.network_data_dir)
     recorder = EmailEventRecorder(contacts, SqlEmailEventStore(store), classifier, utc_now)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="rpc-worker")
     binder = ServiceBinder(Authenticator(store, cache_ttl_seconds=settings.auth_cache_seconds), executor)
