@@ -22,7 +22,7 @@ from server.adapters.database.engine import create_database_engine, normalize_da
 from server.adapters.database.migrations import upgrade_to_latest
 from tests.support import ApiCaller, RunningServer, create_workspace_key
 
-DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from server.domain.money import format_amount
 from server.domain.product_views import ProductView
 
 
@@ -45,7 +46,7 @@ def product_viewed_trigger(view: ProductView) -> FlowTrigger:
         "product_url": product.product_url,
         "variant_id": product.variant_id,
         "image_url": product.image_url,
-        "price": str(product.price.amount) if product.price else None,
+        "price": format_amount(product.price.amount) if product.price else None,
         "currency_code": product.price.currency_code if product.price else None,
         "category": product.category,
         "brand": product.brand,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pycountry
 
-from server.domain.validation import Violations
+from server.domain.validation import Violations, shown
 
 DEFAULT_CURRENCY = "USD"
 NANOS_PER_UNIT = 1_000_000_000
@@ -44,12 +44,13 @@ def check_currency_code(violations: Violations, field: str, value: str) -> str |
     """Return the code in upper case (USD when empty), or None after adding a violation."""
     if not value:
         return DEFAULT_CURRENCY
-    code = value.upper()
-    if len(code) != 3 or not code.isascii() or not code.isalpha():
-        violations.add(field, f"must be a 3-letter ISO 4217 currency code such as USD, got {value!r}")
+    # The ASCII check comes first, because upper() maps some non-ASCII letters to ASCII (U+0131 to "I").
+    if len(value) != 3 or not value.isascii() or not value.isalpha():
+        violations.add(field, f"must be a 3-letter ISO 4217 currency code such as USD, got {shown(value)}")
         return None
+    code = value.upper()
     if not is_active_currency(code):
-        violations.add(field, f"must be an active ISO 4217 currency code, got {value!r}")
+        violations.add(field, f"must be an active ISO 4217 currency code, got {shown(value)}")
         return None
     return code
 
@@ -61,8 +62,11 @@ def check_money(violations: Violations, field: str, *, units: int, nanos: int, c
     must be an active ISO 4217 code.
     """
     valid = True
-    if units < 0 or nanos < 0:
+    if units < 0 or (units == 0 and nanos < 0):
         violations.add(f"{field}.units", "price must not be negative")
+        valid = False
+    elif nanos < 0:
+        violations.add(f"{field}.nanos", "must have the same sign as units, as google.type.Money requires")
         valid = False
     elif nanos >= NANOS_PER_UNIT:
         violations.add(f"{field}.nanos", f"must be below {NANOS_PER_UNIT}, got {nanos}")
@@ -75,7 +79,12 @@ def check_money(violations: Violations, field: str, *, units: int, nanos: int, c
 
 
 def normalize_amount(amount: Decimal) -> Decimal:
-    """Drop trailing fractional zeros without switching to exponent notation (100, not 1E+2)."""
+    """Drop trailing fractional zeros, keeping whole amounts whole (100, not 1E+2)."""
     if amount == amount.to_integral_value():
         return amount.quantize(Decimal(1))
     return amount.normalize()
+
+
+def format_amount(amount: Decimal) -> str:
+    """Return the amount as plain decimal text, never in exponent notation (0.000000001, not 1E-9)."""
+    return format(normalize_amount(amount), "f")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from server.domain.contacts import ContactReference, check_contact_reference
-from server.domain.money import Price, check_money
+from server.domain.money import Price, check_money, format_amount
 from server.domain.validation import Violations, check_http_url, check_idempotency_key, check_text
 
 MAX_PRODUCT_ID_LENGTH = 100
@@ -134,7 +134,7 @@ def fingerprint_product_view(contact_id: uuid.UUID, product: ProductDetails) -> 
     """Return a SHA-256 hex digest of the view's content, to tell an idempotent retry from key reuse."""
     content = asdict(product)
     if product.price is not None:
-        content["price"] = {"amount": str(product.price.amount), "currency_code": product.price.currency_code}
+        content["price"] = {"amount": format_amount(product.price.amount), "currency_code": product.price.currency_code}
     content["contact_id"] = str(contact_id)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

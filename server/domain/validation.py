@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from urllib.parse import urlsplit
+
+import idna
 
 from server.domain.errors import FieldViolation, ValidationFailed
 
 MAX_URL_LENGTH = 2048
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Longest part of a rejected value that an error message repeats.
+MAX_SHOWN_VALUE_LENGTH = 40
+_CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+# Control characters, surrogates, and unassigned code points or noncharacters such as U+FFFF.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cn"})
 
 
 class Violations:
@@ -29,8 +37,25 @@ class Violations:
             raise ValidationFailed(self._violations)
 
 
+def shown(value: str) -> str:
+    """Return the value quoted for an error message, cut to 40 characters."""
+    if len(value) <= MAX_SHOWN_VALUE_LENGTH:
+        return repr(value)
+    return repr(value[:MAX_SHOWN_VALUE_LENGTH]) + "..."
+
+
 def has_control_characters(value: str) -> bool:
     return any(unicodedata.category(character) == "Cc" for character in value)
+
+
+def has_forbidden_characters(value: str) -> bool:
+    """Tell whether the text has control characters, surrogates or unassigned code points."""
+    return any(unicodedata.category(character) in _FORBIDDEN_CATEGORIES for character in value)
+
+
+def is_blank(value: str) -> bool:
+    """Tell whether the text shows nothing: only spaces and invisible format characters such as U+200B."""
+    return all(character.isspace() or unicodedata.category(character) == "Cf" for character in value)
 
 
 def check_text(
@@ -44,14 +69,14 @@ def check_text(
         if required:
             violations.add(field, "is required")
         return None
-    if required and not value.strip():
-        violations.add(field, "must not be blank")
-        return None
     if len(value) > max_length:
         violations.add(field, f"must be at most {max_length} characters, got {len(value)}")
         return None
-    if has_control_characters(value):
-        violations.add(field, "must not contain control characters")
+    if has_forbidden_characters(value):
+        violations.add(field, "must not contain control characters, surrogates or unassigned code points")
+        return None
+    if is_blank(value):
+        violations.add(field, "must not be blank")
         return None
     return value
 
@@ -65,8 +90,13 @@ def check_http_url(violations: Violations, field: str, value: str, *, required: 
     if len(value) > MAX_URL_LENGTH:
         violations.add(field, f"must be at most {MAX_URL_LENGTH} characters, got {len(value)}")
         return None
-    if has_control_characters(value) or any(character.isspace() for character in value):
+    if has_forbidden_characters(value) or any(character.isspace() for character in value):
         violations.add(field, "must not contain spaces or control characters")
+        return None
+    if "\\" in value:
+        # Browsers read a backslash as a slash, so "https://evil.example\\@shop.example/" leads
+        # somewhere else than urllib's host.
+        violations.add(field, "must not contain backslashes")
         return None
     try:
         parts = urlsplit(value)
@@ -80,19 +110,29 @@ def check_http_url(violations: Violations, field: str, value: str, *, required: 
     if not parts.hostname:
         violations.add(field, "must be an absolute http or https URL with a host")
         return None
+    if not _is_valid_host(parts.hostname):
+        violations.add(field, f"must have a valid host name, got {shown(parts.hostname)}")
+        return None
     return value
 
 
-def check_uuid(violations: Violations, field: str, value: str) -> uuid.UUID | None:
-    """Parse a UUID in its canonical 36-character text form (any letter case)."""
-    if len(value) != 36:
-        violations.add(field, "must be a UUID such as 3f2b8c1e-9d4a-4c7b-8e2f-1a2b3c4d5e6f")
-        return None
+def _is_valid_host(host: str) -> bool:
+    """Tell whether a URL host is an IP literal or a host name that IDNA 2008 (UTS 46) accepts."""
+    if host.startswith("[") or ":" in host:
+        return True  # urlsplit already rejected malformed IPv6 literals
     try:
-        return uuid.UUID(value)
-    except ValueError:
+        encoded = idna.encode(host.rstrip("."), uts46=True)
+    except idna.IDNAError:
+        return False
+    return all(re.fullmatch(rb"[A-Za-z0-9-]{1,63}", label) for label in encoded.split(b"."))
+
+
+def check_uuid(violations: Violations, field: str, value: str) -> uuid.UUID | None:
+    """Parse a UUID in its canonical 8-4-4-4-12 hexadecimal form (any letter case)."""
+    if not _CANONICAL_UUID.fullmatch(value):
         violations.add(field, "must be a UUID such as 3f2b8c1e-9d4a-4c7b-8e2f-1a2b3c4d5e6f")
         return None
+    return uuid.UUID(value)
 
 
 def check_idempotency_key(violations: Violations, field: str, value: str) -> str | None:

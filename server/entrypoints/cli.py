@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from server.adapters.database.engine import create_database_engine
 from server.adapters.database.migrations import SchemaOutdated, ensure_schema_current, upgrade_to_latest
@@ -95,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchemaOutdated as error:
         logger.error("refusing to start: %s", error)
         return 3
-    except OSError as error:
-        logger.error("%s failed: %s", arguments.command, error)
+    except (OSError, ValueError, SQLAlchemyError, NetworkDataError) as error:
+        # Startup failures such as an unreachable database or a bad URL, told in one line.
+        detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        logger.error("%s failed: %s: %s", arguments.command, type(error).__name__, detail)
         return 1
 
 
@@ -148,7 +153,7 @@ def _manage_workspaces(arguments: argparse.Namespace, settings: Settings) -> int
             if admin.find_workspace(DEV_WORKSPACE_NAME) is not None:
                 print(
                     f"workspace {DEV_WORKSPACE_NAME!r} exists; its key was printed when it was created. "
-                    f"Get another with: topmail-tracking create-api-key {DEV_WORKSPACE_NAME} --mode test"
+                    f"Get another with: {shlex.quote(sys.argv[0])} create-api-key {DEV_WORKSPACE_NAME} --mode test"
                 )
                 return 0
             _print_key(admin.create_workspace(DEV_WORKSPACE_NAME, ApiKeyMode.TEST))

@@ -197,3 +197,29 @@ def test_refresh_command_takes_its_own_options(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert "--source-url" in result.stdout
+
+
+@pytest.mark.parametrize("database_url", ["postgresql://postgres@127.0.0.1:1/none", "mysql://localhost/x", "not a url"])
+def test_bad_database_is_one_line_error(tmp_path: Path, database_url: str) -> None:
+    result = run_cli("migrate", database_url=database_url, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "migrate failed" in result.stderr
+
+
+def test_newer_schema_is_not_told_to_migrate(empty_database_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from server.adapters.database.engine import create_database_engine
+
+    run_cli("migrate", database_url=empty_database_url, cwd=tmp_path)
+    engine = create_database_engine(empty_database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+    result = run_cli("serve", "--grpc-listen", "127.0.0.1:0", database_url=empty_database_url, cwd=tmp_path)
+
+    assert result.returncode == 3
+    assert "a newer version migrated it" in result.stderr

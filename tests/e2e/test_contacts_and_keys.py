@@ -189,3 +189,15 @@ def test_same_address_in_two_workspaces_is_two_contacts(api: ApiCaller, other_ap
 
     assert mine != theirs
     assert view.contact_id == mine
+
+
+def test_two_authorization_entries_rejected(api: ApiCaller, other_api: ApiCaller) -> None:
+    metadata = (*api.metadata, *other_api.metadata)
+
+    error = contact_error(
+        lambda: api.contacts.CreateContact(
+            contact_service_pb2.CreateContactRequest(email="twice@example.com"), metadata=metadata, timeout=10
+        )
+    )
+
+    assert error.code == grpc.StatusCode.UNAUTHENTICATED

@@ -6,9 +6,10 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from server.adapters.database.engine import create_database_engine
@@ -134,5 +135,24 @@ def test_unreachable_database_is_storage_unavailable() -> None:
     try:
         with pytest.raises(StorageUnavailable):
             SqlStore(engine).find_workspace_by_name("x")
+    finally:
+        engine.dispose()
+
+
+def test_read_only_database_is_storage_unavailable(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no read-only transactions to fail over to")
+    engine = create_database_engine(database_url)
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, _record: Any) -> None:
+        # A standby during failover accepts connections but rejects writes like this.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+        dbapi_connection.commit()
+
+    try:
+        with pytest.raises(StorageUnavailable):
+            SqlStore(engine).add_workspace(f"ro-{uuid.uuid4().hex[:8]}", NOW)
     finally:
         engine.dispose()

@@ -14,6 +14,7 @@ from server.domain.errors import ValidationFailed
 from server.domain.money import check_money, normalize_amount
 from server.domain.product_views import (
     MoneyInput,
+    ProductView,
     ProductViewInput,
     fingerprint_product_view,
     validate_product_view,
@@ -166,3 +167,85 @@ def test_generated_keys_are_well_formed(mode: ApiKeyMode) -> None:
 )
 def test_malformed_keys_rejected(key: str) -> None:
     assert not is_well_formed(key)
+
+
+@pytest.mark.parametrize(
+    "contact_id",
+    [
+        "{3f2b8c1e-9d4a-4c7b-8e2f-1a2b3c4d5e6f}",
+        "3f2b8c1e9d4a4c7b8e2f1a2b3c4d5e6f",
+        "3f-2b8c1e-9d4a-4c7b-8e2f1a2b3c4d5e6f",
+        "٣f2b8c1e-9d4a-4c7b-8e2f-1a2b3c4d5e6f",
+    ],
+)
+def test_non_canonical_contact_id_rejected(contact_id: str) -> None:
+    assert violated_fields(dataclasses.replace(VALID, email="", contact_id=contact_id)) == ["contact_id"]
+
+
+@pytest.mark.parametrize("currency_code", ["\u0131nr", "u\u017fd", "\u20acUR"])
+def test_non_ascii_currency_rejected(currency_code: str) -> None:
+    request = dataclasses.replace(VALID, price=MoneyInput(units=1, nanos=0, currency_code=currency_code))
+
+    assert violated_fields(request) == ["price.currency_code"]
+
+
+def test_nanos_sign_mismatch_names_nanos() -> None:
+    request = dataclasses.replace(VALID, price=MoneyInput(units=1, nanos=-1, currency_code="USD"))
+
+    assert violated_fields(request) == ["price.nanos"]
+
+
+def test_long_currency_code_is_not_echoed_whole() -> None:
+    request = dataclasses.replace(VALID, price=MoneyInput(units=1, nanos=0, currency_code="U" * 100_000))
+
+    with pytest.raises(ValidationFailed) as caught:
+        validate_product_view(request)
+
+    assert len(caught.value.violations[0].description) < 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://%00/",
+        "https://xn--/x",
+        "https://-bad-.example.com/",
+        "https://evil.example\\@shop.example.com/",
+        "https://exa mple.com/",
+    ],
+)
+def test_invalid_url_hosts_rejected(url: str) -> None:
+    violations = Violations()
+
+    assert check_http_url(violations, "product_url", url) is None
+    assert violations
+
+
+@pytest.mark.parametrize("name", ["\u200b", " \u2060 ", "x\ufffe", "x\u0378", "x\ud800"])
+def test_invisible_or_unassigned_text_rejected(name: str) -> None:
+    assert violated_fields(dataclasses.replace(VALID, product_name=name)) == ["product_name"]
+
+
+def test_blank_optional_field_rejected() -> None:
+    assert violated_fields(dataclasses.replace(VALID, category="   ")) == ["category"]
+
+
+def test_tiny_price_in_trigger_has_no_exponent() -> None:
+    from datetime import UTC, datetime
+
+    from server.domain.flow_triggers import product_viewed_trigger
+
+    product = validate_product_view(
+        dataclasses.replace(VALID, price=MoneyInput(units=0, nanos=1, currency_code="USD"))
+    ).product
+    view = ProductView(
+        id=uuid.uuid4(),
+        workspace_id=uuid.uuid4(),
+        contact_id=uuid.uuid4(),
+        product=product,
+        viewed_at=datetime.now(UTC),
+        idempotency_key=None,
+        request_fingerprint="",
+    )
+
+    assert product_viewed_trigger(view).payload["price"] == "0.000000001"

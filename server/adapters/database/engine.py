@@ -40,6 +40,8 @@ def create_database_engine(database_url: str, pool: PoolSettings | None = None) 
         return _create_sqlite_engine(url, pool)
     return create_engine(
         url,
+        # Errors and logs would otherwise carry bound parameters, such as e-mail addresses.
+        hide_parameters=True,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout_seconds,
@@ -51,7 +53,13 @@ def create_database_engine(database_url: str, pool: PoolSettings | None = None) 
 def _create_sqlite_engine(url: URL, pool: PoolSettings) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_seconds)
+    engine = create_engine(
+        url,
+        hide_parameters=True,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_seconds,
+    )
 
     @event.listens_for(engine, "connect")
     def _configure_connection(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

@@ -16,11 +16,14 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 class SchemaOutdated(Exception):
     """The database schema is not at the revision this code needs."""
 
-    def __init__(self, current: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    def __init__(self, current: tuple[str, ...], expected: tuple[str, ...], *, newer: bool = False) -> None:
         current_text = ", ".join(current) or "empty (no migrations applied)"
+        if newer:
+            advice = "a newer version migrated it, so run that version or a later one"
+        else:
+            advice = "run `topmail-tracking migrate` with the same --database-url to upgrade it"
         super().__init__(
-            f"database schema is at revision {current_text}, but this version needs {', '.join(expected)}; "
-            "run `topmail-tracking migrate` with the same --database-url to upgrade it"
+            f"database schema is at revision {current_text}, but this version needs {', '.join(expected)}; {advice}"
         )
         self.current = current
         self.expected = expected
@@ -55,4 +58,5 @@ def ensure_schema_current(engine: Engine) -> None:
     current = current_revisions(engine)
     expected = expected_revisions()
     if current != expected:
-        raise SchemaOutdated(current, expected)
+        known = {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+        raise SchemaOutdated(current, expected, newer=any(revision not in known for revision in current))

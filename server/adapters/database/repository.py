@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,9 +42,12 @@ class SqlStore:
             with self._sessions.begin() as session:
                 yield session
         except (OperationalError, InterfaceError, PoolTimeoutError) as error:
-            # The DBAPI error's own text, because SQLAlchemy's text includes bound parameters.
-            cause = getattr(error, "orig", None) or error
-            logger.warning("database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
+            _log_storage_failure(error)
+            raise StorageUnavailable() from error
+        except DBAPIError as error:
+            if not _is_transient(error):
+                raise
+            _log_storage_failure(error)
             raise StorageUnavailable() from error
 
     # Workspaces and API keys
@@ -173,6 +176,26 @@ class SqlStore:
                 )
             ).one_or_none()
             return _product_view_from_row(row) if row is not None else None
+
+
+# SQLSTATEs after which a retry can succeed: the standby is read-only during a failover
+# (25006), the server is shutting down (57P01 to 57P03), a serialization failure or deadlock
+# (40001, 40P01), out of resources (53xxx), and connection failures (08xxx).
+_TRANSIENT_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "40001", "40P01"})
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
+def _log_storage_failure(error: Exception) -> None:
+    # The DBAPI error's own text, because SQLAlchemy's text would include the statement.
+    cause = getattr(error, "orig", None) or error
+    logger.warning("database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
 
 
 def _contact_from_row(row: ContactRow) -> Contact:
