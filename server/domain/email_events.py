@@ -65,6 +65,8 @@ class ValidEmailEvent:
     """A validated e-mail event request; `occurred_at` is filled with the server time when absent."""
 
     contact: ContactReference
+    # Whether the caller sent `occurred_at`; only a sent time is part of the request's content.
+    occurred_at_sent: bool
     message_id: str
     campaign_id: str | None
     event_type: EmailEventType
@@ -166,6 +168,7 @@ def validate_email_event(request: EmailEventInput, *, now: datetime) -> ValidEma
     assert request.event_type is not None
     return ValidEmailEvent(
         contact=contact,
+        occurred_at_sent=request.occurred_at is not None,
         message_id=message_id,
         campaign_id=campaign_id,
         event_type=request.event_type,
@@ -265,6 +268,7 @@ def fingerprint_email_event(contact_id: uuid.UUID, event: ValidEmailEvent) -> st
         "link_id": event.link_id,
         "honeypot_link": event.honeypot_link,
         "delivered_at": event.delivered_at.isoformat() if event.delivered_at else None,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at_sent else None,
     }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -99,3 +99,17 @@ class StorageUnavailable(TrackingError):
 
     def __init__(self) -> None:
         super().__init__("storage is unavailable; retry with backoff")
+
+
+class GatewaySecretInvalid(TrackingError):
+    """A RecordTrackingHits call carries a missing or wrong gateway secret."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid gateway secret: send 'authorization: Bearer <gateway secret>'")
+
+
+class LinkSigningNotConfigured(TrackingError):
+    """The server lacks a setting that signing or verifying tracking links needs."""
+
+    def __init__(self, setting: str) -> None:
+        super().__init__(f"tracking links are not configured on this server: set {setting}", {"setting": setting})

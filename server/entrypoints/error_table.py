@@ -13,11 +13,14 @@ from server.domain.errors import (
     ContactAlreadyExists,
     ContactMismatch,
     ContactNotFound,
+    GatewaySecretInvalid,
     IdempotencyKeyReused,
+    LinkSigningNotConfigured,
     StorageUnavailable,
     TrackingError,
     ValidationFailed,
 )
+from server.domain.tracking_links import InvalidTrackingToken
 
 # `google.rpc.ErrorInfo.domain` of every error this service returns.
 ERROR_DOMAIN = "topmail.tracking.v1"
@@ -45,6 +48,15 @@ ERROR_TABLE: dict[type[TrackingError], ErrorMapping] = {
     ),
     IdempotencyKeyReused: ErrorMapping(
         "IDEMPOTENCY_KEY_REUSED", grpc.StatusCode.FAILED_PRECONDITION, HTTPStatus.CONFLICT
+    ),
+    GatewaySecretInvalid: ErrorMapping(
+        "GATEWAY_SECRET_INVALID", grpc.StatusCode.UNAUTHENTICATED, HTTPStatus.UNAUTHORIZED
+    ),
+    LinkSigningNotConfigured: ErrorMapping(
+        "LINK_SIGNING_NOT_CONFIGURED", grpc.StatusCode.FAILED_PRECONDITION, HTTPStatus.SERVICE_UNAVAILABLE
+    ),
+    InvalidTrackingToken: ErrorMapping(
+        "TRACKING_TOKEN_INVALID", grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.NOT_FOUND
     ),
     StorageUnavailable: ErrorMapping(
         "STORAGE_UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, HTTPStatus.SERVICE_UNAVAILABLE

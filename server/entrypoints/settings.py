@@ -26,6 +26,16 @@ class Settings:
     log_format: str = "json"
     # Empty means the lists that ship with the service.
     network_data_dir: str = ""
+    # Tracking links and the gateway. Secrets have no default; `make run` generates them.
+    link_signing_keys: str = ""
+    gateway_secret: str = ""
+    tracking_base_url: str = ""
+    gateway_listen: str = "127.0.0.1:8080"
+    grpc_target: str = "127.0.0.1:50051"
+    trusted_proxies: str = ""
+    spool_path: str = "var/gateway-spool.sqlite3"
+    spool_max_hits: int = 1_000_000
+    max_body_bytes: int = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,48 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "TOPMAIL_NETWORK_DATA_DIR",
         str,
         "folder of the IP network lists used for bot classification; empty means the bundled lists",
+    ),
+    SettingSpec(
+        "link_signing_keys",
+        "TOPMAIL_LINK_SIGNING_KEYS",
+        str,
+        "HMAC keys of tracking links as KEY_ID:SECRET[,KEY_ID:SECRET...], the first one signing and all "
+        "verifying; each SECRET is base64url of at least 32 random bytes",
+    ),
+    SettingSpec(
+        "gateway_secret",
+        "TOPMAIL_GATEWAY_SECRET",
+        str,
+        "shared secret with which the gateway authenticates RecordTrackingHits calls; at least 32 characters",
+    ),
+    SettingSpec(
+        "tracking_base_url",
+        "TOPMAIL_TRACKING_BASE_URL",
+        str,
+        "public base URL of the gateway that instrumented e-mails link to, such as https://t.example.com",
+    ),
+    SettingSpec("gateway_listen", "TOPMAIL_GATEWAY_LISTEN", str, "HOST:PORT the HTTP gateway listens on"),
+    SettingSpec("grpc_target", "TOPMAIL_GRPC_TARGET", str, "HOST:PORT of the gRPC server the gateway records through"),
+    SettingSpec(
+        "trusted_proxies",
+        "TOPMAIL_TRUSTED_PROXIES",
+        str,
+        "comma-separated IPs or CIDR networks of proxies whose X-Forwarded-For the gateway believes",
+    ),
+    SettingSpec(
+        "spool_path",
+        "TOPMAIL_SPOOL_PATH",
+        str,
+        "SQLite file where the gateway keeps hits it could not record yet; relative to the working directory",
+    ),
+    SettingSpec(
+        "spool_max_hits",
+        "TOPMAIL_SPOOL_MAX_HITS",
+        int,
+        "hits the spool keeps at most; newer hits beyond it are dropped and logged",
+    ),
+    SettingSpec(
+        "max_body_bytes", "TOPMAIL_MAX_BODY_BYTES", int, "largest JSON request body the gateway accepts, in bytes"
     ),
 )
 

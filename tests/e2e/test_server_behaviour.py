@@ -189,6 +189,16 @@ class _MisbehavingTracking:
         self._misbehave()
         return tracking_service_pb2.GetEngagementStatsResponse()
 
+    def InstrumentEmail(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.InstrumentEmailResponse:
+        self._misbehave()
+        return tracking_service_pb2.InstrumentEmailResponse()
+
+    def RecordTrackingHits(
+        self, workspace_id: uuid.UUID, request: Any
+    ) -> tracking_service_pb2.RecordTrackingHitsResponse:
+        self._misbehave()
+        return tracking_service_pb2.RecordTrackingHitsResponse()
+
 
 @pytest.fixture
 def bare_server(request: pytest.FixtureRequest) -> Iterator[str]:

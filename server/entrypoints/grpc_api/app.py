@@ -26,10 +26,12 @@ from server.adapters.network_data import load_network_directory, oldest_source_a
 from server.domain.classification import BotClassifier, load_user_agent_matcher
 from server.entrypoints.grpc_api.binding import ServiceBinder
 from server.entrypoints.grpc_api.servicers import ContactServicer, TrackingServicer
+from server.entrypoints.link_settings import GatewayAuthenticator, parse_signing_keys
 from server.entrypoints.settings import Settings
 from server.usecases.contacts import ContactDirectory
 from server.usecases.email_events import EmailEventRecorder
 from server.usecases.product_views import ProductViewTracker
+from server.usecases.tracking_links import LinkSettings, TrackingLinks
 from server.usecases.workspaces import Authenticator
 from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
 
@@ -105,6 +107,12 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     contacts = ContactDirectory(store, utc_now)
     classifier = load_classifier(settings.network_data_dir)
     recorder = EmailEventRecorder(contacts, SqlEmailEventStore(store), classifier, utc_now)
+    link_settings = LinkSettings(
+        keyring=parse_signing_keys(settings.link_signing_keys),
+        gateway_base_url=settings.tracking_base_url or None,
+    )
+    tracking_links = TrackingLinks(contacts, recorder, link_settings)
+    gateway_authenticator = GatewayAuthenticator(settings.gateway_secret)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="rpc-worker")
     binder = ServiceBinder(Authenticator(store, cache_ttl_seconds=settings.auth_cache_seconds), executor)
 
@@ -113,7 +121,11 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     server.add_generic_rpc_handlers(
         (
             binder.bind(CONTACT_SERVICE, ContactServicer(contacts)),
-            binder.bind(TRACKING_SERVICE, TrackingServicer(ProductViewTracker(contacts, store, utc_now), recorder)),
+            binder.bind(
+                TRACKING_SERVICE,
+                TrackingServicer(ProductViewTracker(contacts, store, utc_now), recorder, tracking_links),
+                {"RecordTrackingHits": gateway_authenticator},
+            ),
         )
     )
     health = health_aio.HealthServicer()
@@ -148,5 +160,9 @@ async def serve_until_signalled(settings: Settings) -> None:
         loop.add_signal_handler(signal_number, stop_requested.set)
     await stop_requested.wait()
     logger.info("gRPC server stopping", extra={"grace_seconds": settings.shutdown_grace_seconds})
-    await app.stop(settings.shutdown_grace_seconds)
+    stopping = asyncio.ensure_future(app.stop(settings.shutdown_grace_seconds))
+    # A second signal cancels the calls still running instead of waiting out the grace period.
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, lambda: asyncio.ensure_future(app.server.stop(0)))
+    await stopping
     logger.info("gRPC server stopped")

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -23,11 +23,16 @@ from google.protobuf.message_factory import GetMessageClass
 from server.domain.errors import FieldViolation, TrackingError, ValidationFailed
 from server.entrypoints.error_table import mapping_for
 from server.entrypoints.grpc_api.statuses import error_status, internal_status
-from server.usecases.workspaces import Authenticator
 
 logger = logging.getLogger(__name__)
 
 ServicerMethod = Callable[[uuid.UUID, Any], Message]
+
+
+class CallerAuthenticator(Protocol):
+    """Maps a call's bearer token (None when absent) to the caller id the servicer gets."""
+
+    def authenticate(self, token: str | None, /) -> uuid.UUID: ...
 
 
 class MalformedRequest:
@@ -49,25 +54,39 @@ def _lenient_deserializer(message_class: type[Message]) -> Callable[[bytes], Mes
 
 
 def _bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """Return the token of `authorization: Bearer <token>`, "" for another scheme, None when absent."""
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() != "authorization":
-            continue
-        text = value.decode("latin-1") if isinstance(value, bytes) else value
-        scheme, _, token = text.strip().partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
-    return None
+    """Return the token of `authorization: Bearer <token>`, None when absent.
+
+    Another scheme, or more than one authorization entry, gives "", which no key matches.
+    """
+    values = [value for key, value in context.invocation_metadata() or () if key.lower() == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        return ""
+    text = values[0].decode("latin-1") if isinstance(values[0], bytes) else values[0]
+    scheme, _, token = text.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class ServiceBinder:
     """Builds generic handlers for servicers whose methods take (workspace_id, request)."""
 
-    def __init__(self, authenticator: Authenticator, executor: Executor) -> None:
+    def __init__(self, authenticator: CallerAuthenticator, executor: Executor) -> None:
         self._authenticator = authenticator
         self._executor = executor
 
-    def bind(self, service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler[Any, Any]:
-        """Return a handler for every RPC of the service; raise TypeError if one is not implemented."""
+    def bind(
+        self,
+        service: ServiceDescriptor,
+        servicer: object,
+        authenticators: dict[str, CallerAuthenticator] | None = None,
+    ) -> grpc.GenericRpcHandler[Any, Any]:
+        """Return a handler for every RPC of the service; raise TypeError if one is not implemented.
+
+        RPCs named in `authenticators` check the bearer token with that authenticator instead of
+        the workspace API keys.
+        """
+        authenticators = authenticators or {}
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
             if method.client_streaming or method.server_streaming:
@@ -78,14 +97,18 @@ class ServiceBinder:
             request_class = GetMessageClass(method.input_type)
             response_class = GetMessageClass(method.output_type)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                self._wrap(f"/{service.full_name}/{method.name}", implementation),
+                self._wrap(
+                    f"/{service.full_name}/{method.name}",
+                    implementation,
+                    authenticators.get(method.name, self._authenticator),
+                ),
                 request_deserializer=_lenient_deserializer(request_class),
                 response_serializer=response_class.SerializeToString,
             )
         return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
     def _wrap(
-        self, rpc_name: str, implementation: ServicerMethod
+        self, rpc_name: str, implementation: ServicerMethod, authenticator: CallerAuthenticator
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
@@ -93,7 +116,7 @@ class ServiceBinder:
             outcome = "UNKNOWN"
             workspace: list[uuid.UUID] = []
             try:
-                response = await self._run(implementation, request, context, workspace)
+                response = await self._run(implementation, authenticator, request, context, workspace)
                 outcome = grpc.StatusCode.OK.name
                 return response
             except grpc.aio.AbortError:
@@ -131,6 +154,7 @@ class ServiceBinder:
     async def _run(
         self,
         implementation: ServicerMethod,
+        authenticator: CallerAuthenticator,
         request: Any,
         context: grpc.aio.ServicerContext[Any, Any],
         workspace: list[uuid.UUID],
@@ -142,7 +166,7 @@ class ServiceBinder:
         loop = asyncio.get_running_loop()
 
         def authenticate_and_call() -> Message:
-            workspace_id = self._authenticator.authenticate(token)
+            workspace_id = authenticator.authenticate(token)
             workspace.append(workspace_id)
             if isinstance(request, MalformedRequest):
                 raise ValidationFailed(

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import uuid
 
+from google.rpc import code_pb2, status_pb2
+
+from server.domain.errors import TrackingError
+from server.entrypoints.error_table import mapping_for
+from server.entrypoints.grpc_api.statuses import error_status_message
 from server.entrypoints.grpc_api.translate import (
     contact_message,
     email_event_input,
     email_event_list_input,
     email_event_message,
     engagement_stats_response,
+    instrument_input,
+    instrument_response,
     product_view_input,
     product_view_message,
+    tracking_hit_input,
 )
 from server.usecases.contacts import ContactDirectory
 from server.usecases.email_events import EmailEventRecorder
 from server.usecases.product_views import ProductViewTracker
+from server.usecases.tracking_links import TrackingLinks
 from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
 
 
@@ -41,9 +50,12 @@ class ContactServicer:
 class TrackingServicer:
     """Implements `topmail.tracking.v1.TrackingService`."""
 
-    def __init__(self, product_views: ProductViewTracker, email_events: EmailEventRecorder) -> None:
+    def __init__(
+        self, product_views: ProductViewTracker, email_events: EmailEventRecorder, tracking_links: TrackingLinks
+    ) -> None:
         self._product_views = product_views
         self._email_events = email_events
+        self._tracking_links = tracking_links
 
     def TrackProductView(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.TrackProductViewRequest
@@ -77,3 +89,22 @@ class TrackingServicer:
             workspace_id, message_id=request.message_id, campaign_id=request.campaign_id
         )
         return engagement_stats_response(counts, include_bots=request.include_bots)
+
+    def InstrumentEmail(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.InstrumentEmailRequest
+    ) -> tracking_service_pb2.InstrumentEmailResponse:
+        instrumented = self._tracking_links.instrument(workspace_id, instrument_input(request))
+        return instrument_response(instrumented)
+
+    def RecordTrackingHits(
+        self, caller_id: uuid.UUID, request: tracking_service_pb2.RecordTrackingHitsRequest
+    ) -> tracking_service_pb2.RecordTrackingHitsResponse:
+        """Record the gateway's hits; `caller_id` is the gateway, each hit's token names its workspace."""
+        outcomes = self._tracking_links.record_hits([tracking_hit_input(hit) for hit in request.hits])
+        response = tracking_service_pb2.RecordTrackingHitsResponse()
+        for outcome in outcomes:
+            if isinstance(outcome, TrackingError):
+                response.results.add(status=error_status_message(outcome, mapping_for(outcome)))
+            else:
+                response.results.add(status=status_pb2.Status(code=code_pb2.OK), email_event_id=str(outcome.event.id))
+        return response

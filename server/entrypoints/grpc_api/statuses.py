@@ -26,14 +26,17 @@ def _bad_request(violations: tuple[FieldViolation, ...]) -> error_details_pb2.Ba
     )
 
 
-def error_status(error: TrackingError, mapping: ErrorMapping) -> grpc.Status:
-    """Build the status of a domain error with its ErrorInfo and, for field errors, its BadRequest."""
+def error_status_message(error: TrackingError, mapping: ErrorMapping) -> status_pb2.Status:
+    """Build the `google.rpc.Status` of a domain error with its ErrorInfo and, for field errors, its BadRequest."""
     details = [_pack(error_details_pb2.ErrorInfo(reason=mapping.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
     if isinstance(error, ValidationFailed | ContactMismatch):
         details.append(_pack(_bad_request(error.violations)))
-    return rpc_status.to_status(
-        status_pb2.Status(code=_code_number(mapping.grpc_code), message=error.message, details=details)
-    )
+    return status_pb2.Status(code=_code_number(mapping.grpc_code), message=error.message, details=details)
+
+
+def error_status(error: TrackingError, mapping: ErrorMapping) -> grpc.Status:
+    """Build the call status of a domain error, for `context.abort`."""
+    return rpc_status.to_status(error_status_message(error, mapping))
 
 
 def internal_status(call_id: str) -> grpc.Status:

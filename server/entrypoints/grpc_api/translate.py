@@ -9,8 +9,11 @@ from server.domain.classification import BotType, Confidence, EmailEventType
 from server.domain.contacts import Contact
 from server.domain.email_events import EmailEvent, EmailEventInput, TimestampInput
 from server.domain.engagement import EmailEventListInput, EngagementCounts, EngagementFigures, engagement_figures
+from server.domain.instrumentation import InstrumentedHtml
 from server.domain.money import Price
 from server.domain.product_views import MoneyInput, ProductView, ProductViewInput
+from server.domain.tracking_links import TrackingKind
+from server.usecases.tracking_links import InstrumentInput, TrackingHitInput
 from topmail.tracking.v1 import contact_pb2, email_event_pb2, product_view_pb2, tracking_service_pb2
 
 
@@ -183,3 +186,47 @@ def engagement_stats_response(
             opens, clicks = counts.by_bot_type[bot_type]
             response.bot_breakdown.add(bot_type=_BOT_TYPE_NUMBERS[bot_type], opens=opens, clicks=clicks)
     return response
+
+
+_HIT_KINDS = {
+    tracking_service_pb2.TRACKING_HIT_KIND_OPEN: TrackingKind.OPEN,
+    tracking_service_pb2.TRACKING_HIT_KIND_CLICK: TrackingKind.CLICK,
+    tracking_service_pb2.TRACKING_HIT_KIND_HONEYPOT: TrackingKind.HONEYPOT,
+}
+
+
+def instrument_input(request: tracking_service_pb2.InstrumentEmailRequest) -> InstrumentInput:
+    return InstrumentInput(
+        email=request.email,
+        contact_id=request.contact_id,
+        message_id=request.message_id,
+        campaign_id=request.campaign_id,
+        html=request.html,
+    )
+
+
+def instrument_response(instrumented: InstrumentedHtml) -> tracking_service_pb2.InstrumentEmailResponse:
+    return tracking_service_pb2.InstrumentEmailResponse(
+        html=instrumented.html,
+        links=[
+            tracking_service_pb2.InstrumentedLink(link_id=link.link_id, destination=link.destination)
+            for link in instrumented.links
+        ],
+        rejected_links=[
+            tracking_service_pb2.RejectedLink(href=link.href, reason=link.reason)
+            for link in instrumented.rejected_links
+        ],
+    )
+
+
+def tracking_hit_input(hit: tracking_service_pb2.TrackingHit) -> TrackingHitInput:
+    return TrackingHitInput(
+        token=hit.token,
+        kind=_HIT_KINDS.get(hit.kind),
+        occurred_at=_timestamp_input(hit.occurred_at) if hit.HasField("occurred_at") else None,
+        client_ip=hit.client_ip,
+        user_agent=hit.user_agent,
+        http_method=hit.http_method,
+        request_headers=dict(hit.request_headers),
+        idempotency_key=hit.idempotency_key,
+    )

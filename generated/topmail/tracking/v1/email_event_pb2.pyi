@@ -86,7 +86,7 @@ class _BotTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BotType.Value
 class BotType(_BotType, metaclass=_BotTypeEnumTypeWrapper):
     """Kind of automated client behind a bot event. When several signals fire, the
     strongest type by this precedence wins: HONEYPOT, SECURITY_SCANNER,
-    USER_AGENT, PREFETCH, BEHAVIOR, DATACENTER, APPLE_MPP, TIMING.
+    BEHAVIOR, PREFETCH, USER_AGENT, APPLE_MPP, DATACENTER, TIMING.
     """
 
 BOT_TYPE_UNSPECIFIED: BotType.ValueType  # 0

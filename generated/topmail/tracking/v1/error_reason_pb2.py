@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&topmail/tracking/v1/error_reason.proto\x12\x13topmail.tracking.v1*\xf3\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45RROR_REASON_VALIDATION_FAILED\x10\x01\x12 \n\x1c\x45RROR_REASON_API_KEY_MISSING\x10\x02\x12 \n\x1c\x45RROR_REASON_API_KEY_INVALID\x10\x03\x12\"\n\x1e\x45RROR_REASON_CONTACT_NOT_FOUND\x10\x04\x12\'\n#ERROR_REASON_CONTACT_ALREADY_EXISTS\x10\x05\x12!\n\x1d\x45RROR_REASON_CONTACT_MISMATCH\x10\x06\x12\'\n#ERROR_REASON_IDEMPOTENCY_KEY_REUSED\x10\x07\x12$\n ERROR_REASON_STORAGE_UNAVAILABLE\x10\x08\x12\x1f\n\x1b\x45RROR_REASON_INTERNAL_ERROR\x10\tB\xba\x01\n\x17\x64\x65v.topmail.tracking.v1B\x10\x45rrorReasonProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&topmail/tracking/v1/error_reason.proto\x12\x13topmail.tracking.v1*\xf3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x45RROR_REASON_VALIDATION_FAILED\x10\x01\x12 \n\x1c\x45RROR_REASON_API_KEY_MISSING\x10\x02\x12 \n\x1c\x45RROR_REASON_API_KEY_INVALID\x10\x03\x12\"\n\x1e\x45RROR_REASON_CONTACT_NOT_FOUND\x10\x04\x12\'\n#ERROR_REASON_CONTACT_ALREADY_EXISTS\x10\x05\x12!\n\x1d\x45RROR_REASON_CONTACT_MISMATCH\x10\x06\x12\'\n#ERROR_REASON_IDEMPOTENCY_KEY_REUSED\x10\x07\x12$\n ERROR_REASON_STORAGE_UNAVAILABLE\x10\x08\x12\x1f\n\x1b\x45RROR_REASON_INTERNAL_ERROR\x10\t\x12\'\n#ERROR_REASON_GATEWAY_SECRET_INVALID\x10\n\x12,\n(ERROR_REASON_LINK_SIGNING_NOT_CONFIGURED\x10\x0b\x12\'\n#ERROR_REASON_TRACKING_TOKEN_INVALID\x10\x0c\x42\xba\x01\n\x17\x64\x65v.topmail.tracking.v1B\x10\x45rrorReasonProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027dev.topmail.tracking.v1B\020ErrorReasonProtoP\001ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\242\002\003TTR\252\002\023TopMail.Tracking.V1\312\002\023TopMail\\Tracking\\V1\352\002\025TopMail::Tracking::V1'
   _globals['_ERRORREASON']._serialized_start=64
-  _globals['_ERRORREASON']._serialized_end=435
+  _globals['_ERRORREASON']._serialized_end=563
 # @@protoc_insertion_point(module_scope)

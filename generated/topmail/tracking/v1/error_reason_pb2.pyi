@@ -66,6 +66,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Status INTERNAL. An unexpected server fault, which is logged with the
     call's id. Never caused by request content. Metadata: `call_id`.
     """
+    ERROR_REASON_GATEWAY_SECRET_INVALID: _ErrorReason.ValueType  # 10
+    """Status UNAUTHENTICATED. The gateway secret of a RecordTrackingHits call is
+    missing or wrong. No metadata keys.
+    """
+    ERROR_REASON_LINK_SIGNING_NOT_CONFIGURED: _ErrorReason.ValueType  # 11
+    """Status FAILED_PRECONDITION. The server has no link signing keys, gateway
+    base URL or gateway secret configured, so it cannot sign or verify
+    tracking links. Metadata: `setting` (the missing setting's flag).
+    """
+    ERROR_REASON_TRACKING_TOKEN_INVALID: _ErrorReason.ValueType  # 12
+    """Status INVALID_ARGUMENT. A tracking token is malformed, altered, or
+    signed with a key that is no longer in the keyring. No metadata keys.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The closed list of `google.rpc.ErrorInfo.reason` values that this API returns.
@@ -120,5 +133,18 @@ stores twice. No metadata keys.
 ERROR_REASON_INTERNAL_ERROR: ErrorReason.ValueType  # 9
 """Status INTERNAL. An unexpected server fault, which is logged with the
 call's id. Never caused by request content. Metadata: `call_id`.
+"""
+ERROR_REASON_GATEWAY_SECRET_INVALID: ErrorReason.ValueType  # 10
+"""Status UNAUTHENTICATED. The gateway secret of a RecordTrackingHits call is
+missing or wrong. No metadata keys.
+"""
+ERROR_REASON_LINK_SIGNING_NOT_CONFIGURED: ErrorReason.ValueType  # 11
+"""Status FAILED_PRECONDITION. The server has no link signing keys, gateway
+base URL or gateway secret configured, so it cannot sign or verify
+tracking links. Metadata: `setting` (the missing setting's flag).
+"""
+ERROR_REASON_TRACKING_TOKEN_INVALID: ErrorReason.ValueType  # 12
+"""Status INVALID_ARGUMENT. A tracking token is malformed, altered, or
+signed with a key that is no longer in the keyring. No metadata keys.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from google.type import money_pb2 as _money_pb2
 from topmail.tracking.v1 import email_event_pb2 as _email_event_pb2
 from topmail.tracking.v1 import product_view_pb2 as _product_view_pb2
@@ -21,6 +23,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TrackingHitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrackingHitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrackingHitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRACKING_HIT_KIND_UNSPECIFIED: _TrackingHitKind.ValueType  # 0
+    """Not a valid kind; hits with it are rejected."""
+    TRACKING_HIT_KIND_OPEN: _TrackingHitKind.ValueType  # 1
+    """The open pixel; recorded as an OPENED event."""
+    TRACKING_HIT_KIND_CLICK: _TrackingHitKind.ValueType  # 2
+    """A click redirect; recorded as a CLICKED event."""
+    TRACKING_HIT_KIND_HONEYPOT: _TrackingHitKind.ValueType  # 3
+    """The honeypot link; recorded as a CLICKED event on the honeypot link."""
+
+class TrackingHitKind(_TrackingHitKind, metaclass=_TrackingHitKindEnumTypeWrapper):
+    """Kind of tracking URL that the gateway served."""
+
+TRACKING_HIT_KIND_UNSPECIFIED: TrackingHitKind.ValueType  # 0
+"""Not a valid kind; hits with it are rejected."""
+TRACKING_HIT_KIND_OPEN: TrackingHitKind.ValueType  # 1
+"""The open pixel; recorded as an OPENED event."""
+TRACKING_HIT_KIND_CLICK: TrackingHitKind.ValueType  # 2
+"""A click redirect; recorded as a CLICKED event."""
+TRACKING_HIT_KIND_HONEYPOT: TrackingHitKind.ValueType  # 3
+"""The honeypot link; recorded as a CLICKED event on the honeypot link."""
+Global___TrackingHitKind: _TypeAlias = TrackingHitKind  # noqa: Y015
 
 @_typing.final
 class TrackProductViewRequest(_message.Message):
@@ -198,7 +228,7 @@ class RecordEmailEventRequest(_message.Message):
     is treated as IPv4).
     """
     user_agent: _builtins.str
-    """Optional. The client's user agent, at most 1024 characters. An empty user
+    """Optional. The client's user agent, at most 2048 characters. An empty user
     agent on an open or click is a bot signal.
     """
     http_method: _builtins.str
@@ -480,3 +510,298 @@ class GetEngagementStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetEngagementStatsResponse: _TypeAlias = GetEngagementStatsResponse  # noqa: Y015
+
+@_typing.final
+class InstrumentEmailRequest(_message.Message):
+    """Request of `TrackingService.InstrumentEmail`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    HTML_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The contact's e-mail address. Required when `contact_id` is empty."""
+    contact_id: _builtins.str
+    """The contact's UUID. Required when `email` is empty."""
+    message_id: _builtins.str
+    """Required. The sending system's id of the e-mail to this contact, 1 to 200
+    characters. Every hit on the returned links is recorded with it.
+    """
+    campaign_id: _builtins.str
+    """Optional. The campaign id recorded with every hit, at most 200
+    characters.
+    """
+    html: _builtins.str
+    """Required. The message's HTML, at most 2 MiB of UTF-8."""
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        html: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "contact_id", b"contact_id", "email", b"email", "html", b"html", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstrumentEmailRequest: _TypeAlias = InstrumentEmailRequest  # noqa: Y015
+
+@_typing.final
+class InstrumentedLink(_message.Message):
+    """A link that `InstrumentEmail` rewrote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    link_id: _builtins.str
+    """The link's id within the message: its 1-based position and a hash of its
+    destination, such as "3-5f2a9c01".
+    """
+    destination: _builtins.str
+    """The destination the click redirects to, as a URI (non-ASCII characters
+    percent-encoded as UTF-8, existing escapes kept).
+    """
+    def __init__(
+        self,
+        *,
+        link_id: _builtins.str = ...,
+        destination: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "link_id", b"link_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstrumentedLink: _TypeAlias = InstrumentedLink  # noqa: Y015
+
+@_typing.final
+class RejectedLink(_message.Message):
+    """A link that `InstrumentEmail` left untracked because its destination is
+    invalid.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HREF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    href: _builtins.str
+    """The href as written in the HTML."""
+    reason: _builtins.str
+    """Why it cannot be tracked."""
+    def __init__(
+        self,
+        *,
+        href: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["href", b"href", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedLink: _TypeAlias = RejectedLink  # noqa: Y015
+
+@_typing.final
+class InstrumentEmailResponse(_message.Message):
+    """Response of `TrackingService.InstrumentEmail`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HTML_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    REJECTED_LINKS_FIELD_NUMBER: _builtins.int
+    html: _builtins.str
+    """The rewritten HTML."""
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstrumentedLink]:
+        """The tracked links in document order."""
+
+    @_builtins.property
+    def rejected_links(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedLink]:
+        """http and https links left untracked, in document order."""
+
+    def __init__(
+        self,
+        *,
+        html: _builtins.str = ...,
+        links: _abc.Iterable[Global___InstrumentedLink] | None = ...,
+        rejected_links: _abc.Iterable[Global___RejectedLink] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["html", b"html", "links", b"links", "rejected_links", b"rejected_links"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstrumentEmailResponse: _TypeAlias = InstrumentEmailResponse  # noqa: Y015
+
+@_typing.final
+class TrackingHit(_message.Message):
+    """One request that the tracking gateway received for a tracking URL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RequestHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    HTTP_METHOD_FIELD_NUMBER: _builtins.int
+    REQUEST_HEADERS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Required. The signed tracking token from the URL."""
+    kind: Global___TrackingHitKind.ValueType
+    """Required. The kind of URL the token came in; it must match the kind the
+    token was signed for.
+    """
+    client_ip: _builtins.str
+    """The client IP address as the gateway determined it, or empty."""
+    user_agent: _builtins.str
+    """The request's User-Agent header, or empty."""
+    http_method: _builtins.str
+    """The request's method, such as GET or HEAD."""
+    idempotency_key: _builtins.str
+    """Required. The gateway's id of the hit, 1 to 255 printable ASCII
+    characters. Used as the event's idempotency key, so a hit that is sent
+    again after a failure is stored once.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """Required. When the gateway received the request."""
+
+    @_builtins.property
+    def request_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Request headers that matter for classification, as in
+        `RecordEmailEventRequest.request_headers`.
+        """
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        kind: Global___TrackingHitKind.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        client_ip: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        http_method: _builtins.str = ...,
+        request_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "http_method", b"http_method", "idempotency_key", b"idempotency_key", "kind", b"kind", "occurred_at", b"occurred_at", "request_headers", b"request_headers", "token", b"token", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackingHit: _TypeAlias = TrackingHit  # noqa: Y015
+
+@_typing.final
+class RecordTrackingHitsRequest(_message.Message):
+    """Request of `TrackingService.RecordTrackingHits`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingHit]:
+        """1 to 500 hits."""
+
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___TrackingHit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTrackingHitsRequest: _TypeAlias = RecordTrackingHitsRequest  # noqa: Y015
+
+@_typing.final
+class TrackingHitResult(_message.Message):
+    """The outcome of one hit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    EMAIL_EVENT_ID_FIELD_NUMBER: _builtins.int
+    email_event_id: _builtins.str
+    """The id of the stored event when the status is OK."""
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """OK, or the error the hit alone got, with the same details as
+        RecordEmailEvent. INVALID_ARGUMENT (TRACKING_TOKEN_INVALID) for a token
+        that is malformed, altered or signed with a key no longer in the ring.
+        Retrying makes sense only for UNAVAILABLE.
+        """
+
+    def __init__(
+        self,
+        *,
+        status: _status_pb2.Status | None = ...,
+        email_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_event_id", b"email_event_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackingHitResult: _TypeAlias = TrackingHitResult  # noqa: Y015
+
+@_typing.final
+class RecordTrackingHitsResponse(_message.Message):
+    """Response of `TrackingService.RecordTrackingHits`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingHitResult]:
+        """One result per hit, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TrackingHitResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTrackingHitsResponse: _TypeAlias = RecordTrackingHitsResponse  # noqa: Y015

@@ -62,6 +62,16 @@ class TrackingServiceStub:
                 request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.SerializeToString,
                 response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.FromString,
                 _registered_method=True)
+        self.InstrumentEmail = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/InstrumentEmail',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailResponse.FromString,
+                _registered_method=True)
+        self.RecordTrackingHits = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/RecordTrackingHits',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsResponse.FromString,
+                _registered_method=True)
 
 
 class TrackingServiceServicer:
@@ -142,6 +152,41 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InstrumentEmail(self, request, context):
+        """Rewrites a message's HTML for tracking: every absolute http or https link
+        becomes a signed click URL of the tracking gateway, an open pixel is added,
+        and one honeypot link that people cannot see, focus or hear with a screen
+        reader is added. `mailto:`, `tel:`, fragment and relative links, links in
+        comments, and links marked `data-topmail-track="false"` or
+        `clicktracking="off"` stay as they are. The rest of the HTML is returned
+        unchanged, byte for byte.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED), INVALID_ARGUMENT
+        (CONTACT_MISMATCH) and NOT_FOUND (CONTACT_NOT_FOUND) as RecordEmailEvent,
+        and FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has
+        no link signing keys or gateway base URL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordTrackingHits(self, request, context):
+        """Records the pixel, click and honeypot hits that the tracking gateway
+        received. Each hit carries its signed tracking token, which names the
+        workspace, contact and message, so this RPC is authenticated with the
+        gateway secret (`authorization: Bearer <gateway secret>`), not with a
+        workspace API key. Each hit is recorded as RecordEmailEvent would record
+        it, independently of the others, and gets its own status in the response.
+
+        Returns UNAUTHENTICATED (GATEWAY_SECRET_INVALID) for a wrong secret,
+        FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has no
+        gateway secret or link signing keys, and INVALID_ARGUMENT
+        (VALIDATION_FAILED) for an empty batch or more than 500 hits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrackingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +209,16 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.GetEngagementStats,
                     request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.FromString,
                     response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.SerializeToString,
+            ),
+            'InstrumentEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstrumentEmail,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailResponse.SerializeToString,
+            ),
+            'RecordTrackingHits': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTrackingHits,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -282,6 +337,60 @@ class TrackingService:
             '/topmail.tracking.v1.TrackingService/GetEngagementStats',
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsRequest.SerializeToString,
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.GetEngagementStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstrumentEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/InstrumentEmail',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.InstrumentEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTrackingHits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/RecordTrackingHits',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordTrackingHitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,6 +92,33 @@ class TrackingServiceStub:
     `message_id` and `campaign_id` is set. A message or campaign without events
     has all figures zero.
     """
+    InstrumentEmail: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.InstrumentEmailRequest, _tracking_service_pb2.InstrumentEmailResponse]
+    """Rewrites a message's HTML for tracking: every absolute http or https link
+    becomes a signed click URL of the tracking gateway, an open pixel is added,
+    and one honeypot link that people cannot see, focus or hear with a screen
+    reader is added. `mailto:`, `tel:`, fragment and relative links, links in
+    comments, and links marked `data-topmail-track="false"` or
+    `clicktracking="off"` stay as they are. The rest of the HTML is returned
+    unchanged, byte for byte.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED), INVALID_ARGUMENT
+    (CONTACT_MISMATCH) and NOT_FOUND (CONTACT_NOT_FOUND) as RecordEmailEvent,
+    and FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has
+    no link signing keys or gateway base URL.
+    """
+    RecordTrackingHits: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordTrackingHitsRequest, _tracking_service_pb2.RecordTrackingHitsResponse]
+    """Records the pixel, click and honeypot hits that the tracking gateway
+    received. Each hit carries its signed tracking token, which names the
+    workspace, contact and message, so this RPC is authenticated with the
+    gateway secret (`authorization: Bearer <gateway secret>`), not with a
+    workspace API key. Each hit is recorded as RecordEmailEvent would record
+    it, independently of the others, and gets its own status in the response.
+
+    Returns UNAUTHENTICATED (GATEWAY_SECRET_INVALID) for a wrong secret,
+    FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has no
+    gateway secret or link signing keys, and INVALID_ARGUMENT
+    (VALIDATION_FAILED) for an empty batch or more than 500 hits.
+    """
 
 @_typing.type_check_only
 class TrackingServiceAsyncStub(TrackingServiceStub):
@@ -156,6 +183,33 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
     `message_id` and `campaign_id` is set. A message or campaign without events
     has all figures zero.
+    """
+    InstrumentEmail: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.InstrumentEmailRequest, _tracking_service_pb2.InstrumentEmailResponse]  # type: ignore[assignment]
+    """Rewrites a message's HTML for tracking: every absolute http or https link
+    becomes a signed click URL of the tracking gateway, an open pixel is added,
+    and one honeypot link that people cannot see, focus or hear with a screen
+    reader is added. `mailto:`, `tel:`, fragment and relative links, links in
+    comments, and links marked `data-topmail-track="false"` or
+    `clicktracking="off"` stay as they are. The rest of the HTML is returned
+    unchanged, byte for byte.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED), INVALID_ARGUMENT
+    (CONTACT_MISMATCH) and NOT_FOUND (CONTACT_NOT_FOUND) as RecordEmailEvent,
+    and FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has
+    no link signing keys or gateway base URL.
+    """
+    RecordTrackingHits: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordTrackingHitsRequest, _tracking_service_pb2.RecordTrackingHitsResponse]  # type: ignore[assignment]
+    """Records the pixel, click and honeypot hits that the tracking gateway
+    received. Each hit carries its signed tracking token, which names the
+    workspace, contact and message, so this RPC is authenticated with the
+    gateway secret (`authorization: Bearer <gateway secret>`), not with a
+    workspace API key. Each hit is recorded as RecordEmailEvent would record
+    it, independently of the others, and gets its own status in the response.
+
+    Returns UNAUTHENTICATED (GATEWAY_SECRET_INVALID) for a wrong secret,
+    FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has no
+    gateway secret or link signing keys, and INVALID_ARGUMENT
+    (VALIDATION_FAILED) for an empty batch or more than 500 hits.
     """
 
 class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -242,6 +296,45 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
         `message_id` and `campaign_id` is set. A message or campaign without events
         has all figures zero.
+        """
+
+    @_abc_1.abstractmethod
+    def InstrumentEmail(
+        self,
+        request: _tracking_service_pb2.InstrumentEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.InstrumentEmailResponse, _abc.Awaitable[_tracking_service_pb2.InstrumentEmailResponse]]:
+        """Rewrites a message's HTML for tracking: every absolute http or https link
+        becomes a signed click URL of the tracking gateway, an open pixel is added,
+        and one honeypot link that people cannot see, focus or hear with a screen
+        reader is added. `mailto:`, `tel:`, fragment and relative links, links in
+        comments, and links marked `data-topmail-track="false"` or
+        `clicktracking="off"` stay as they are. The rest of the HTML is returned
+        unchanged, byte for byte.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED), INVALID_ARGUMENT
+        (CONTACT_MISMATCH) and NOT_FOUND (CONTACT_NOT_FOUND) as RecordEmailEvent,
+        and FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has
+        no link signing keys or gateway base URL.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordTrackingHits(
+        self,
+        request: _tracking_service_pb2.RecordTrackingHitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.RecordTrackingHitsResponse, _abc.Awaitable[_tracking_service_pb2.RecordTrackingHitsResponse]]:
+        """Records the pixel, click and honeypot hits that the tracking gateway
+        received. Each hit carries its signed tracking token, which names the
+        workspace, contact and message, so this RPC is authenticated with the
+        gateway secret (`authorization: Bearer <gateway secret>`), not with a
+        workspace API key. Each hit is recorded as RecordEmailEvent would record
+        it, independently of the others, and gets its own status in the response.
+
+        Returns UNAUTHENTICATED (GATEWAY_SECRET_INVALID) for a wrong secret,
+        FAILED_PRECONDITION (LINK_SIGNING_NOT_CONFIGURED) when the server has no
+        gateway secret or link signing keys, and INVALID_ARGUMENT
+        (VALIDATION_FAILED) for an empty batch or more than 500 hits.
         """
 
 def add_TrackingServiceServicer_to_server(servicer: TrackingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
