@@ -19,12 +19,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Migrates the embedded SQLite database (or TOPMAIL_DATABASE_URL), creates a
-# development workspace and API key on first run, and serves gRPC on
-# 127.0.0.1:50051 until Ctrl-C.
+# development workspace and API key on first run, writes development link
+# secrets to var/dev.env once, and serves gRPC on 127.0.0.1:50051 and the HTTP
+# gateway on 127.0.0.1:8080 until Ctrl-C.
 run: $(STAMP)
 	$(BIN)/topmail-tracking migrate
 	$(BIN)/topmail-tracking ensure-dev-workspace
-	exec $(BIN)/topmail-tracking serve
+	@test -f var/dev.env || (mkdir -p var && umask 077 && $(BIN)/topmail-tracking dev-secrets > var/dev.env)
+	@set -a && . ./var/dev.env && set +a && \
+		trap 'kill $$grpc_pid $$gateway_pid 2>/dev/null; wait' INT TERM && \
+		{ $(BIN)/topmail-tracking serve & grpc_pid=$$!; } && \
+		{ $(BIN)/topmail-tracking gateway & gateway_pid=$$!; } && \
+		wait
 
 migrate: $(STAMP)
 	$(BIN)/topmail-tracking migrate

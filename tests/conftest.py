@@ -22,6 +22,13 @@ from server.adapters.database.engine import create_database_engine, normalize_da
 from server.adapters.database.migrations import upgrade_to_latest
 from tests.support import ApiCaller, RunningServer, create_workspace_key
 
+# Link signing keys of the test servers: "current" signs, "previous" still verifies.
+CURRENT_LINK_KEY = "current:" + "Y3VycmVudC1rZXktMzItYnl0ZXMtb2YtdGVzdC1zZWNyZXQ"
+PREVIOUS_LINK_KEY = "previous:" + "cHJldmlvdXMta2V5LTMyLWJ5dGVzLW9mLXRlc3Qtc2VjcmV0"
+LINK_SIGNING_KEYS = f"{CURRENT_LINK_KEY},{PREVIOUS_LINK_KEY}"
+GATEWAY_SECRET = "gateway-secret-for-tests-0123456789abcdef"
+TRACKING_BASE_URL = "https://t.example.com"
+
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -142,7 +149,12 @@ def database_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def grpc_server(database_url: str) -> Iterator[RunningServer]:
     """The real gRPC application on 127.0.0.1 with an ephemeral port."""
-    server = RunningServer.start(database_url)
+    server = RunningServer.start(
+        database_url,
+        link_signing_keys=LINK_SIGNING_KEYS,
+        gateway_secret=GATEWAY_SECRET,
+        tracking_base_url=TRACKING_BASE_URL,
+    )
     yield server
     server.stop()
 

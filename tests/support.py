@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +19,7 @@ from sqlalchemy import Engine
 
 from server.adapters.database.repository import SqlStore
 from server.domain.api_keys import ApiKeyMode
+from server.entrypoints.gateway.serve import build_gateway, gateway_server
 from server.entrypoints.grpc_api.app import GrpcApp, start_grpc_app
 from server.entrypoints.settings import Settings
 from server.usecases.workspaces import WorkspaceAdmin
@@ -33,7 +37,7 @@ class RunningServer:
 
     @classmethod
     def start(cls, database_url: str, **overrides: Any) -> RunningServer:
-        settings = Settings(database_url=database_url, grpc_listen="127.0.0.1:0", **overrides)
+        settings = Settings(**{"database_url": database_url, "grpc_listen": "127.0.0.1:0", **overrides})
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="grpc-test-server", daemon=True)
         thread.start()
@@ -104,3 +108,44 @@ def unpack_error(error: grpc.RpcError) -> ErrorDetails:
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
     return ErrorDetails(code=error.code(), message=error.details() or "", info=info, bad_request=bad_request)
+
+
+class RunningGateway:
+    """The HTTP gateway under uvicorn, on an event loop in a background thread, on an ephemeral port."""
+
+    def __init__(self, settings: Settings, *, replay_interval_seconds: float = 0.2) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.app = build_gateway(settings, replay_interval_seconds=replay_interval_seconds)
+        # The socket bound here replaces the listen address of the settings.
+        self._server = gateway_server(self.app, settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="gateway-test-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the gateway did not start within 10 s")
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+        self._loop.close()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._socket.close()
+
+    def request(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request without following redirects; return status, lower-case headers and body."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {name.lower(): value for name, value in response.getheaders()}, response.read()
+        finally:
+            connection.close()

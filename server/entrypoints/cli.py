@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import shlex
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ from server.adapters.network_data import NetworkDataError, load_network_director
 from server.adapters.network_data.refresh import main as refresh_network_data
 from server.domain.api_keys import ApiKeyMode
 from server.domain.errors import TrackingError
+from server.entrypoints.gateway.serve import serve_gateway
 from server.entrypoints.grpc_api.app import serve_until_signalled, utc_now
+from server.entrypoints.link_settings import generate_signing_key
 from server.entrypoints.logging_setup import configure_logging
 from server.entrypoints.settings import SETTING_SPECS, Settings, add_setting_flags, resolve_settings
 from server.usecases.workspaces import IssuedApiKey, WorkspaceAdmin
@@ -65,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
+    gateway = commands.add_parser("gateway", help="serve the HTTP tracking gateway until SIGTERM or SIGINT")
+    add_setting_flags(gateway, [spec.name for spec in SETTING_SPECS])
+
+    secrets_command = commands.add_parser(
+        "dev-secrets",
+        help="print TOPMAIL_LINK_SIGNING_KEYS, TOPMAIL_GATEWAY_SECRET and TOPMAIL_TRACKING_BASE_URL lines "
+        "with new random secrets, for a development environment file",
+    )
+    secrets_command.add_argument(
+        "--tracking-base-url", default="http://127.0.0.1:8080", help="gateway base URL to print"
+    )
+
     dev = commands.add_parser(
         "ensure-dev-workspace",
         help=f"create the {DEV_WORKSPACE_NAME!r} workspace with a test key unless it exists",
@@ -94,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(settings)
         if arguments.command == "network-data":
             return _print_network_data(settings)
+        if arguments.command == "gateway":
+            serve_gateway(settings)
+            return 0
+        if arguments.command == "dev-secrets":
+            print(f"TOPMAIL_LINK_SIGNING_KEYS={generate_signing_key('dev-1')}")
+            print(f"TOPMAIL_GATEWAY_SECRET={secrets.token_urlsafe(32)}")
+            print(f"TOPMAIL_TRACKING_BASE_URL={arguments.tracking_base_url}")
+            return 0
         return _manage_workspaces(arguments, settings)
     except SchemaOutdated as error:
         logger.error("refusing to start: %s", error)

@@ -217,7 +217,7 @@ class EmailEventRecorder:
     def list_events(self, workspace_id: uuid.UUID, request: EmailEventListInput) -> EmailEventPage:
         """Return one page of events, newest first, and the token of the next page."""
         listing_filter, page_size, position = validate_listing(request, now=self._clock())
-        # One extra row tells whether another page follows.
+        # One extra row shows whether another page follows.
         query = EmailEventQuery(workspace_id=workspace_id, filter=listing_filter, after=position, limit=page_size + 1)
         events = self._events.list_email_events(query)
         if len(events) <= page_size:

@@ -52,7 +52,7 @@ class TrackingHitInput:
 
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
-    """What signing and verifying tracking links needs; None marks a missing setting."""
+    """Settings that signing and verifying tracking links need; None marks a missing setting."""
 
     keyring: SigningKeyring | None
     gateway_base_url: str | None

@@ -140,16 +140,18 @@ def test_unreachable_database_is_storage_unavailable() -> None:
 
 
 def test_read_only_database_is_storage_unavailable(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no read-only transactions to fail over to")
     engine = create_database_engine(database_url)
 
     @event.listens_for(engine, "connect")
     def _read_only(dbapi_connection: Any, _record: Any) -> None:
-        # A standby during failover accepts connections but rejects writes like this.
-        with dbapi_connection.cursor() as cursor:
+        # A PostgreSQL standby during failover, or a read-only SQLite file, rejects writes like this.
+        cursor = dbapi_connection.cursor()
+        if engine.dialect.name == "postgresql":
             cursor.execute("SET default_transaction_read_only = on")
-        dbapi_connection.commit()
+            dbapi_connection.commit()
+        else:
+            cursor.execute("PRAGMA query_only = ON")
+        cursor.close()
 
     try:
         with pytest.raises(StorageUnavailable):

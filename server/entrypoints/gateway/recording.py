@@ -1,0 +1,251 @@
+"""Recording gateway hits without delaying readers: batched sends, and a durable spool on failure.
+
+A hit is queued in memory and the reader gets the response at once. A sender task sends queued hits to the gRPC
+server in batches. Hits the server cannot take right now go to the SQLite spool, and a replay
+task sends them again until the server stores or rejects them. Every hit carries its
+idempotency key, so a hit sent twice is stored once. A hit is dropped only when the server
+rejects it as invalid or the spool is full, and each drop is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from server.adapters.spool import SqliteSpool
+from topmail.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# Per-hit and whole-call codes after which the same hit can succeed later.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class HitOutcome(enum.Enum):
+    """Outcome of one sent hit."""
+
+    STORED = "stored"
+    RETRY = "retry"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class HitResult:
+    outcome: HitOutcome
+    detail: str = ""
+
+
+class HitSinkUnavailable(Exception):
+    """The whole batch could not be delivered; every hit in it may be sent again."""
+
+
+class HitSink(Protocol):
+    async def record(self, hits: list[tracking_service_pb2.TrackingHit]) -> list[HitResult]: ...
+
+
+class GrpcHitSink:
+    """Sends hits with TrackingService.RecordTrackingHits, authenticated with the gateway secret."""
+
+    def __init__(self, channel: grpc.aio.Channel, gateway_secret: str, timeout_seconds: float = 5.0) -> None:
+        self._stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {gateway_secret}"),)
+        self._timeout_seconds = timeout_seconds
+
+    async def record(self, hits: list[tracking_service_pb2.TrackingHit]) -> list[HitResult]:
+        request = tracking_service_pb2.RecordTrackingHitsRequest(hits=hits)
+        try:
+            response = await self._stub.RecordTrackingHits(
+                request, metadata=self._metadata, timeout=self._timeout_seconds
+            )
+        except grpc.aio.AioRpcError as error:
+            # Misconfiguration (a wrong secret) is also kept for later: the hits are valid.
+            raise HitSinkUnavailable(f"{error.code().name}: {error.details()}") from error
+        results = []
+        for result in response.results:
+            code = _CODES_BY_NUMBER.get(result.status.code, grpc.StatusCode.UNKNOWN)
+            if code is grpc.StatusCode.OK:
+                results.append(HitResult(HitOutcome.STORED))
+            elif code in RETRYABLE_CODES:
+                results.append(HitResult(HitOutcome.RETRY, f"{code.name}: {result.status.message}"))
+            else:
+                results.append(HitResult(HitOutcome.REJECTED, f"{code.name}: {result.status.message}"))
+        if len(results) != len(hits):
+            raise HitSinkUnavailable(f"the server returned {len(results)} results for {len(hits)} hits")
+        return results
+
+
+@dataclass
+class RecorderCounters:
+    """Totals since the gateway started, reported by its health endpoint."""
+
+    stored: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    dropped: int = 0
+
+
+class HitRecorder:
+    """Queues hits, sends them in batches, and spools what cannot be sent."""
+
+    def __init__(
+        self,
+        sink: HitSink,
+        spool: SqliteSpool,
+        *,
+        batch_size: int = 500,
+        linger_seconds: float = 0.005,
+        queue_size: int = 10_000,
+        replay_interval_seconds: float = 1.0,
+        max_replay_interval_seconds: float = 30.0,
+    ) -> None:
+        self._sink = sink
+        self._spool = spool
+        self._batch_size = batch_size
+        self._linger_seconds = linger_seconds
+        self._queue: asyncio.Queue[tracking_service_pb2.TrackingHit] = asyncio.Queue(maxsize=queue_size)
+        self._replay_interval = replay_interval_seconds
+        self._max_replay_interval = max_replay_interval_seconds
+        self._in_flight: list[tracking_service_pb2.TrackingHit] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._overflow_writes: set[asyncio.Task[None]] = set()
+        self.counters = RecorderCounters()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def spooled_hits(self) -> int:
+        """Return how many hits wait in the spool; this reads the spool file."""
+        return len(self._spool)
+
+    def submit(self, hit: tracking_service_pb2.TrackingHit) -> None:
+        """Queue a hit without waiting; a full queue sends it straight to the spool."""
+        try:
+            self._queue.put_nowait(hit)
+        except asyncio.QueueFull:
+            task = asyncio.ensure_future(self._spool_hits([hit], "queue full"))
+            self._overflow_writes.add(task)
+            task.add_done_callback(self._overflow_writes.discard)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._send_forever()), asyncio.ensure_future(self._replay_forever())]
+
+    async def stop(self) -> None:
+        """Stop sending and spool every hit not yet recorded, so a restart loses nothing."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._overflow_writes, return_exceptions=True)
+        remaining = list(self._in_flight)
+        while not self._queue.empty():
+            remaining.append(self._queue.get_nowait())
+        if remaining:
+            await self._spool_hits(remaining, "gateway stopping")
+
+    async def _send_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = asyncio.get_running_loop().time() + self._linger_seconds
+            while len(batch) < self._batch_size:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            self._in_flight = batch
+            await self._deliver(batch)
+            self._in_flight = []
+
+    async def _deliver(self, batch: list[tracking_service_pb2.TrackingHit]) -> None:
+        try:
+            results = await self._sink.record(batch)
+        except HitSinkUnavailable as error:
+            await self._spool_hits(batch, str(error))
+            return
+        retry = []
+        for hit, result in zip(batch, results, strict=True):
+            if result.outcome is HitOutcome.STORED:
+                self.counters.stored += 1
+            elif result.outcome is HitOutcome.RETRY:
+                retry.append(hit)
+            else:
+                self._log_rejected(hit, result.detail)
+        if retry:
+            await self._spool_hits(retry, results[0].detail if results else "retry")
+
+    async def _spool_hits(self, hits: list[tracking_service_pb2.TrackingHit], reason: str) -> None:
+        entries = [(hit.idempotency_key, hit.SerializeToString()) for hit in hits]
+        dropped = await asyncio.to_thread(self._spool.add, entries)
+        stored = len(hits) - len(dropped)
+        self.counters.spooled += stored
+        if stored:
+            logger.warning("tracking hits spooled", extra={"hits": stored, "reason": reason[:200]})
+        if dropped:
+            self.counters.dropped += len(dropped)
+            logger.error(
+                "tracking hits dropped: the spool is full",
+                extra={"hits": len(dropped), "max_hits": self._spool.max_hits, "first_key": dropped[0]},
+            )
+
+    async def _replay_forever(self) -> None:
+        interval = self._replay_interval
+        while True:
+            await asyncio.sleep(interval)
+            entries = await asyncio.to_thread(self._spool.oldest, self._batch_size)
+            if not entries:
+                interval = self._replay_interval
+                continue
+            delivered = await self._replay(entries)
+            interval = self._replay_interval if delivered else min(interval * 2, self._max_replay_interval)
+
+    async def _replay(self, entries: list[tuple[str, bytes]]) -> bool:
+        """Send spooled hits again; return False when the server could not be reached."""
+        hits = [tracking_service_pb2.TrackingHit.FromString(payload) for _, payload in entries]
+        try:
+            results = await self._sink.record(hits)
+        except HitSinkUnavailable as error:
+            await asyncio.to_thread(self._spool.count_attempt, [key for key, _ in entries])
+            logger.info(
+                "spooled tracking hits still not recordable", extra={"hits": len(hits), "reason": str(error)[:200]}
+            )
+            return False
+        finished = []
+        for (key, _), hit, result in zip(entries, hits, results, strict=True):
+            if result.outcome is HitOutcome.RETRY:
+                continue
+            finished.append(key)
+            if result.outcome is HitOutcome.STORED:
+                self.counters.replayed += 1
+            else:
+                self._log_rejected(hit, result.detail)
+        await asyncio.to_thread(self._spool.remove, finished)
+        logger.info(
+            "spooled tracking hits replayed", extra={"hits": len(finished), "left": len(entries) - len(finished)}
+        )
+        return True
+
+    def _log_rejected(self, hit: tracking_service_pb2.TrackingHit, detail: str) -> None:
+        self.counters.rejected += 1
+        logger.warning(
+            "tracking hit dropped: the server rejected it",
+            extra={"idempotency_key": hit.idempotency_key, "reason": detail[:200]},
+        )
