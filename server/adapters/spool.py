@@ -51,13 +51,13 @@ class SqliteSpool:
                 raise
         return [key for key, _ in rejected]
 
-    def oldest(self, limit: int) -> list[tuple[str, bytes]]:
-        """Return up to `limit` hits in arrival order, leaving them in the spool."""
+    def oldest(self, limit: int) -> list[tuple[str, bytes, int]]:
+        """Return up to `limit` hits in arrival order with their failed attempts, leaving them in the spool."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT hit_key, payload FROM spooled_hits ORDER BY position LIMIT ?", (limit,)
+                "SELECT hit_key, payload, attempts FROM spooled_hits ORDER BY position LIMIT ?", (limit,)
             ).fetchall()
-        return [(str(key), bytes(payload)) for key, payload in rows]
+        return [(str(key), bytes(payload), int(attempts)) for key, payload, attempts in rows]
 
     def remove(self, keys: list[str]) -> None:
         with self._lock:
@@ -70,10 +70,17 @@ class SqliteSpool:
                 raise
 
     def count_attempt(self, keys: list[str]) -> None:
+        """Count one more failed attempt of each hit, in one transaction."""
         with self._lock:
-            self._connection.executemany(
-                "UPDATE spooled_hits SET attempts = attempts + 1 WHERE hit_key = ?", [(key,) for key in keys]
-            )
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                self._connection.executemany(
+                    "UPDATE spooled_hits SET attempts = attempts + 1 WHERE hit_key = ?", [(key,) for key in keys]
+                )
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
 
     def __len__(self) -> int:
         with self._lock:

@@ -17,6 +17,7 @@ from server.domain.validation import (
     check_idempotency_key,
     check_text,
     has_control_characters,
+    shown,
 )
 
 MAX_MESSAGE_ID_LENGTH = 200
@@ -191,7 +192,11 @@ def _check_ip(violations: Violations, value: str) -> ipaddress.IPv4Address | ipa
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        violations.add("client_ip", f"must be an IPv4 or IPv6 address, got {value[:60]!r}")
+        violations.add("client_ip", f"must be an IPv4 or IPv6 address, got {shown(value)}")
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # A zone id names an interface of the client's own host and means nothing here.
+        violations.add("client_ip", "must be an IP address without a zone id (the part after '%')")
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped

@@ -16,6 +16,8 @@ from server.domain.validation import Violations, check_text, check_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Tokens this service makes are about 150 characters long.
+MAX_PAGE_TOKEN_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +118,19 @@ def encode_page_token(position: PagePosition, filter_digest: str) -> str:
 
 def decode_page_token(token: str, filter_digest: str) -> PagePosition | None:
     """Return the position in a token, or None when it is malformed or was made for other filters."""
+    if len(token) > MAX_PAGE_TOKEN_LENGTH:
+        return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        occurred_at, event_id, digest = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        content = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(content, list) or len(content) != 3 or not all(isinstance(part, str) for part in content):
+        return None
+    occurred_at, event_id, digest = content
+    try:
         position = PagePosition(datetime.fromisoformat(occurred_at), uuid.UUID(event_id))
-    except (ValueError, TypeError, UnicodeError, binascii.Error):
+    except ValueError:
         return None
     if digest != filter_digest or position.occurred_at.tzinfo is None:
         return None

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from server.domain.contacts import ContactReference, check_contact_reference
+from server.domain.email_events import TimestampInput, check_timestamp
+from server.domain.engagement import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PagePosition
 from server.domain.money import Price, check_money, format_amount
 from server.domain.validation import Violations, check_http_url, check_idempotency_key, check_text
 
@@ -138,3 +140,74 @@ def fingerprint_product_view(contact_id: uuid.UUID, product: ProductDetails) -> 
     content["contact_id"] = str(contact_id)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ProductViewListInput:
+    """A listing of a contact's views as the caller sent it."""
+
+    email: str = ""
+    contact_id: str = ""
+    distinct_products: bool = False
+    start_time: TimestampInput | None = None
+    end_time: TimestampInput | None = None
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProductViewQuery:
+    """One page of a contact's views, newest first."""
+
+    workspace_id: uuid.UUID
+    contact_id: uuid.UUID
+    distinct_products: bool
+    start_time: datetime | None
+    end_time: datetime | None
+    after: PagePosition | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValidProductViewListing:
+    """A validated listing request; the contact is resolved by the use case."""
+
+    contact: ContactReference
+    distinct_products: bool
+    start_time: datetime | None
+    end_time: datetime | None
+    page_size: int
+    page_token: str
+
+    def digest(self, contact_id: uuid.UUID) -> str:
+        """Return a short hash of the contact and filters, so a page token cannot be reused with others."""
+        content = json.dumps(
+            [
+                str(contact_id),
+                self.distinct_products,
+                self.start_time.isoformat() if self.start_time else None,
+                self.end_time.isoformat() if self.end_time else None,
+            ]
+        )
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def validate_product_view_listing(request: ProductViewListInput, *, now: datetime) -> ValidProductViewListing:
+    """Check a listing request and raise ValidationFailed listing all violations."""
+    violations = Violations()
+    contact = check_contact_reference(violations, request.email, request.contact_id)
+    start_time = check_timestamp(violations, "start_time", request.start_time, now=now) if request.start_time else None
+    end_time = check_timestamp(violations, "end_time", request.end_time, now=now) if request.end_time else None
+    if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+        violations.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}")
+    violations.raise_if_any()
+    assert contact is not None
+
+    return ValidProductViewListing(
+        contact=contact,
+        distinct_products=request.distinct_products,
+        start_time=start_time,
+        end_time=end_time,
+        page_size=request.page_size or DEFAULT_PAGE_SIZE,
+        page_token=request.page_token,
+    )

@@ -36,6 +36,8 @@ class Settings:
     spool_path: str = "var/gateway-spool.sqlite3"
     spool_max_hits: int = 1_000_000
     max_body_bytes: int = 65_536
+    trigger_retention_hours: float = 168.0
+    trigger_pruning_interval_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,18 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "max_body_bytes", "TOPMAIL_MAX_BODY_BYTES", int, "largest JSON request body the gateway accepts, in bytes"
+    ),
+    SettingSpec(
+        "trigger_retention_hours",
+        "TOPMAIL_TRIGGER_RETENTION_HOURS",
+        float,
+        "hours a flow trigger is kept at least; older ones go once every consumer group acknowledged them",
+    ),
+    SettingSpec(
+        "trigger_pruning_interval_seconds",
+        "TOPMAIL_TRIGGER_PRUNING_INTERVAL_SECONDS",
+        float,
+        "seconds between runs of the job that deletes old acknowledged flow triggers",
     ),
 )
 

@@ -16,6 +16,7 @@ from server.domain.classification import (
     has_prefetch_header,
 )
 from server.domain.email_events import (
+    EARLIEST_EVENT_TIME,
     EmailEvent,
     EmailEventInput,
     EventVerdict,
@@ -34,6 +35,7 @@ from server.domain.engagement import (
     validate_scope,
 )
 from server.domain.errors import IdempotencyKeyReused
+from server.domain.flow_triggers import FlowTrigger, email_engagement_trigger, retraction_trigger
 from server.usecases.contacts import ContactDirectory
 from server.usecases.ports import Clock, EmailEventStore, IdempotencyKeyTaken, MessageEventsTransaction
 
@@ -175,6 +177,8 @@ class EmailEventRecorder:
         if verdict.reclassify_click_ids:
             burst_ids = [uuid.UUID(click_id) for click_id in verdict.reclassify_click_ids]
             reclassified = transaction.mark_clicks_as_bots(burst_ids, self._burst_verdict)
+        if valid.event_type is EmailEventType.DELIVERED and (delivered_at is None or valid.occurred_at <= delivered_at):
+            reclassified += self._reclassify_early_clicks(transaction, valid.occurred_at)
 
         created: list[EmailEvent] = []
         human_click = valid.event_type is EmailEventType.CLICKED and not verdict.is_bot
@@ -184,7 +188,49 @@ class EmailEventRecorder:
                 inferred_open = self._inferred_open(first_click, now)
                 transaction.add_event(inferred_open)
                 created.append(inferred_open)
+
+        transaction.add_triggers(self._flow_triggers(transaction, [event, *created], reclassified, now), now)
         return RecordedEmailEvent(event=event, created=tuple(created), reclassified=tuple(reclassified))
+
+    def _flow_triggers(
+        self,
+        transaction: MessageEventsTransaction,
+        stored: list[EmailEvent],
+        reclassified: list[EmailEvent],
+        now: datetime,
+    ) -> list[FlowTrigger]:
+        """Build triggers for the human opens and clicks just stored, and retract those of new bots."""
+        triggers = [trigger for trigger in map(email_engagement_trigger, stored) if trigger is not None]
+        if reclassified:
+            events_by_id = {event.id: event for event in reclassified}
+            for earlier in transaction.triggers_of_events(list(events_by_id)):
+                subject = events_by_id[earlier.subject_id]
+                reason = subject.verdict.signals[0] if subject.verdict.signals else "reclassified"
+                triggers.append(retraction_trigger(subject, earlier, reason, now))
+        return triggers
+
+    def _reclassify_early_clicks(
+        self, transaction: MessageEventsTransaction, delivered_at: datetime
+    ) -> list[EmailEvent]:
+        """Turn human clicks that a late-arriving delivery shows were too early into timing bots."""
+        soon = delivered_at + self._classifier.rules.soon_after_delivery
+        early = [click for click in transaction.clicks_between(EARLIEST_EVENT_TIME, soon) if not click.is_bot]
+        changed: list[EmailEvent] = []
+        for signal, clicks in (
+            (SignalKind.CLICK_BEFORE_DELIVERY, [click for click in early if click.occurred_at < delivered_at]),
+            (SignalKind.CLICK_SOON_AFTER_DELIVERY, [click for click in early if click.occurred_at >= delivered_at]),
+        ):
+            if clicks:
+                rating = self._classifier.rules.signal_ratings[signal]
+                verdict = EventVerdict(
+                    is_bot=True,
+                    bot_type=rating.bot_type,
+                    confidence=rating.confidence,
+                    signals=(signal.value,),
+                    classifier_version=self._classifier.version,
+                )
+                changed += transaction.mark_clicks_as_bots([click.id for click in clicks], verdict)
+        return changed
 
     def _inferred_open(self, click: EmailEvent, now: datetime) -> EmailEvent:
         """Build the OPENED event that a human click implies, at the click's time."""

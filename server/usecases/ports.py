@@ -13,8 +13,8 @@ from server.domain.api_keys import ApiKeyMode
 from server.domain.contacts import Contact, EmailAddress
 from server.domain.email_events import EmailEvent, EventVerdict
 from server.domain.engagement import EmailEventQuery, EngagementCounts, EngagementScope
-from server.domain.flow_triggers import FlowTrigger
-from server.domain.product_views import ProductView
+from server.domain.flow_triggers import FlowTrigger, FlowTriggerType, StoredFlowTrigger, TriggerReference
+from server.domain.product_views import ProductView, ProductViewQuery
 
 Clock = Callable[[], datetime]
 
@@ -63,6 +63,8 @@ class ProductViewStore(Protocol):
         self, workspace_id: uuid.UUID, idempotency_key: str
     ) -> ProductView | None: ...
 
+    def list_product_views(self, query: ProductViewQuery) -> list[ProductView]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class StoredClick:
@@ -91,6 +93,12 @@ class MessageEventsTransaction(Protocol):
         """
         ...
 
+    def add_triggers(self, triggers: list[FlowTrigger], now: datetime) -> None:
+        """Store flow triggers in this transaction, after the events they come from."""
+        ...
+
+    def triggers_of_events(self, event_ids: list[uuid.UUID]) -> list[TriggerReference]: ...
+
     def has_human_open(self) -> bool: ...
 
     def earliest_human_click(self) -> EmailEvent | None: ...
@@ -113,3 +121,15 @@ class EmailEventStore(Protocol):
     def list_email_events(self, query: EmailEventQuery) -> list[EmailEvent]: ...
 
     def count_engagement(self, workspace_id: uuid.UUID, scope: EngagementScope) -> EngagementCounts: ...
+
+
+class FlowTriggerStore(Protocol):
+    def read_flow_triggers(
+        self, workspace_id: uuid.UUID, after_position: int, trigger_types: frozenset[FlowTriggerType], limit: int
+    ) -> list[StoredFlowTrigger]: ...
+
+    def acknowledged_position(self, workspace_id: uuid.UUID, consumer_group: str) -> int | None: ...
+
+    def acknowledge(self, workspace_id: uuid.UUID, consumer_group: str, position: int, now: datetime) -> int: ...
+
+    def prune_flow_triggers(self, created_before: datetime) -> dict[uuid.UUID, int]: ...

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
-from server.domain.errors import IdempotencyKeyReused
+from server.domain.engagement import PagePosition, decode_page_token, encode_page_token
+from server.domain.errors import FieldViolation, IdempotencyKeyReused, ValidationFailed
 from server.domain.flow_triggers import product_viewed_trigger
 from server.domain.product_views import (
     ProductView,
     ProductViewInput,
+    ProductViewListInput,
+    ProductViewQuery,
     fingerprint_product_view,
     validate_product_view,
+    validate_product_view_listing,
 )
 from server.usecases.contacts import ContactDirectory
 from server.usecases.ports import Clock, IdempotencyKeyTaken, ProductViewStore
@@ -64,6 +69,43 @@ class ProductViewTracker:
                 raise
             return _replay(earlier, fingerprint)
         return view
+
+    def list_views(self, workspace_id: uuid.UUID, request: ProductViewListInput) -> ProductViewPage:
+        """Return one page of a contact's views, newest first, and the token of the next page."""
+        listing = validate_product_view_listing(request, now=self._clock())
+        contact = self._contacts.resolve(workspace_id, listing.contact)
+        digest = listing.digest(contact.id)
+        position = None
+        if listing.page_token:
+            position = decode_page_token(listing.page_token, digest)
+            if position is None:
+                raise ValidationFailed(
+                    [FieldViolation("page_token", "is not a token returned by this listing with the same filters")]
+                )
+        query = ProductViewQuery(
+            workspace_id=workspace_id,
+            contact_id=contact.id,
+            distinct_products=listing.distinct_products,
+            start_time=listing.start_time,
+            end_time=listing.end_time,
+            after=position,
+            # One extra row shows whether another page follows.
+            limit=listing.page_size + 1,
+        )
+        views = self._views.list_product_views(query)
+        if len(views) <= listing.page_size:
+            return ProductViewPage(views=views, next_page_token="")
+        page = views[: listing.page_size]
+        token = encode_page_token(PagePosition(page[-1].viewed_at, page[-1].id), digest)
+        return ProductViewPage(views=page, next_page_token=token)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductViewPage:
+    """One page of a contact's views and the token of the next one ("" on the last page)."""
+
+    views: list[ProductView]
+    next_page_token: str
 
 
 def _replay(earlier: ProductView, fingerprint: str) -> ProductView:

@@ -124,7 +124,7 @@ class TrackingLinks:
         )
         return self._recorder.record(claims.workspace_id, event)
 
-    def record_hits(self, hits: list[TrackingHitInput]) -> list[RecordedEmailEvent | TrackingError]:
+    def record_hits(self, hits: list[TrackingHitInput]) -> list[RecordedEmailEvent | Exception]:
         """Record each hit on its own; a failing hit gets its error and leaves the others alone."""
         self._require_keyring()
         violations = Violations()
@@ -132,7 +132,7 @@ class TrackingLinks:
             violations.add("hits", f"must contain 1 to {MAX_HITS_PER_BATCH} hits, got {len(hits)}")
         violations.raise_if_any()
 
-        results: list[RecordedEmailEvent | TrackingError] = []
+        results: list[RecordedEmailEvent | Exception] = []
         for hit in hits:
             try:
                 results.append(self.record_hit(hit))
@@ -141,6 +141,10 @@ class TrackingLinks:
                     "tracking hit rejected",
                     extra={"idempotency_key": hit.idempotency_key, "error": type(error).__name__},
                 )
+                results.append(error)
+            except Exception as error:
+                # A bug on one hit must not fail the others, which the gateway would send again.
+                logger.exception("tracking hit failed unexpectedly", extra={"idempotency_key": hit.idempotency_key})
                 results.append(error)
         return results
 

@@ -445,3 +445,75 @@ def test_human_clickers_never_exceed_openers(api: ApiCaller, events: list[tuple[
     for recipient in range(2):
         message_figures = stats(api, message_id=f"{campaign}-m{recipient}").human
         assert message_figures.unique_clicks <= message_figures.unique_opens
+
+
+@pytest.mark.parametrize("client_ip", ["fe80::1%eth0", "fe80::1%" + "x" * 100])
+def test_zone_id_in_ip_rejected(api: ApiCaller, reader: str, client_ip: str) -> None:
+    error = record_error(api, event_type=OPENED, client_ip=client_ip)
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violated_fields == ["client_ip"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'["2026-01-01T00:00:00+00:00", 123, "x"]', b"[1]", b"[" * 5000, b'{"a": 1}', b'["x", "y", "z", "w"]'],
+)
+def test_forged_page_token_rejected(api: ApiCaller, content: bytes) -> None:
+    import base64
+
+    token = base64.urlsafe_b64encode(content).decode().rstrip("=")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list_events(api, page_token=token)
+
+    error = unpack_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violated_fields == ["page_token"]
+
+
+@pytest.mark.parametrize("event_type", [99, -1])
+def test_unknown_event_type_filter_rejected(api: ApiCaller, event_type: int) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        list_events(api, event_type=event_type)
+
+    error = unpack_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violated_fields == ["event_type"]
+
+
+def test_campaign_counts_events_without_campaign_id(api: ApiCaller, reader: str) -> None:
+    record(api, event_type=OPENED, at=600, campaign_id="")
+    record(api, event_type=CLICKED, at=3600)
+
+    human = stats(api, campaign_id="spring-sale").human
+
+    assert human.unique_opens == 1
+    assert human.unique_clicks == 1
+    assert human.opens == 1
+
+
+def test_late_delivery_turns_early_click_into_bot(api: ApiCaller, reader: str) -> None:
+    click = record(api, event_type=CLICKED, at=5)
+    assert not click.email_event.is_bot
+
+    delivered = record(api, event_type=DELIVERED, at=0)
+
+    reclassified = {event.id: event for event in delivered.reclassified_events}
+    assert click.email_event.id in reclassified
+    assert reclassified[click.email_event.id].bot_type == email_event_pb2.BOT_TYPE_TIMING
+    assert list(reclassified[click.email_event.id].bot_signals) == ["click_soon_after_delivery"]
+    assert click.created_events[0].id in reclassified
+    human = stats(api, message_id="m-1").human
+    assert human.unique_clicks == 0
+    assert human.unique_opens == 0
+
+
+def test_late_delivery_keeps_later_click_human(api: ApiCaller, reader: str) -> None:
+    click = record(api, event_type=CLICKED, at=11)
+
+    delivered = record(api, event_type=DELIVERED, at=0)
+
+    assert list(delivered.reclassified_events) == []
+    assert not list_events(api, event_type=CLICKED).email_events[0].is_bot
+    assert click.email_event.id == list_events(api, event_type=CLICKED).email_events[0].id

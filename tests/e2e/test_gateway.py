@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -451,3 +452,71 @@ def test_hits_survive_grpc_outage_and_gateway_restart(
     clicks = [event for event in events if event.event_type == email_event_pb2.EMAIL_EVENT_TYPE_CLICKED]
     assert len(opens) == 5
     assert len(clicks) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"email": "a@example.com", "price": 1e999999}', 422, "VALIDATION_FAILED"),
+        (b'{"email": "a@example.com", "brand": "\\ud800"}', 422, "VALIDATION_FAILED"),
+        (b"[" * 30_000, 400, "INVALID_JSON"),
+        (b'{"email": "a@example.com", "email": "b@example.com"}', 400, "INVALID_JSON"),
+        (b'{"email": "a@example.com", "price": NaN}', 400, "INVALID_JSON"),
+    ],
+)
+def test_json_edge_cases_are_4xx(gateway: RunningGateway, api: ApiCaller, body: bytes, status: int, code: str) -> None:
+    answer_status, headers, payload = gateway.request(
+        "POST", "/api/v1/track/product-view", headers={"authorization": f"Bearer {api.api_key}"}, body=body
+    )
+
+    assert answer_status == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(payload)["error"]["code"] == code
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer \xff\xfe", b"Bearer tm_live_\tkey", b"Bearer " + b"k" * 60_000])
+def test_json_unusable_authorization_is_401(gateway: RunningGateway, authorization: bytes) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/api/v1/track/product-view")
+        connection.putheader("Authorization", authorization)
+        connection.putheader("Content-Length", str(len(json.dumps(EXAMPLE_BODY))))
+        connection.endheaders(json.dumps(EXAMPLE_BODY).encode())
+        response = connection.getresponse()
+        status, payload = response.status, response.read()
+    finally:
+        connection.close()
+
+    assert status == 401
+    assert json.loads(payload)["error"]["code"] == "API_KEY_INVALID"
+
+
+def test_utf8_user_agent_is_recorded_intact(gateway: RunningGateway, api: ApiCaller) -> None:
+    path = _one_click(api)
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        connection.putrequest("GET", path)
+        connection.putheader("User-Agent", "Mozilla/5.0 Mail café \u2026 \u5c0f\u7c73".encode())
+        connection.endheaders()
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+    events = wait_for_events(api, "msg-1", 1)
+
+    assert status == 302
+    assert events[0].user_agent == "Mozilla/5.0 Mail café \u2026 \u5c0f\u7c73"
+
+
+def test_control_characters_in_user_agent_keep_the_hit(gateway: RunningGateway, api: ApiCaller) -> None:
+    path = _one_click(api)
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        connection.putrequest("GET", path)
+        connection.putheader("User-Agent", b"Mozilla/5.0 \x85 browser")
+        connection.endheaders()
+        connection.getresponse().read()
+    finally:
+        connection.close()
+    events = wait_for_events(api, "msg-1", 1)
+
+    assert events[0].user_agent == "Mozilla/5.0 ? browser"

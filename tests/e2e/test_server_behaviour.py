@@ -1,4 +1,7 @@
-"""Server-wide behaviour: health, reflection, malformed input, deadlines, faults and shutdown."""
+"""Server-wide behaviour: health, malformed input, deadlines, faults and shutdown.
+
+Reflection is tested with the other descriptor checks in tests/contract/test_descriptor_coverage.py.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ import grpc
 import pytest
 from google.type import money_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, func, select, text
@@ -44,29 +46,6 @@ def test_health_reports_serving(grpc_server: RunningServer) -> None:
         ]
 
     assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 3
-
-
-def test_reflection_lists_every_service(grpc_server: RunningServer) -> None:
-    with grpc.insecure_channel(grpc_server.address) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
-
-    names = {service.name for service in responses[0].list_services_response.service}
-    assert {
-        "topmail.tracking.v1.TrackingService",
-        "topmail.tracking.v1.ContactService",
-        "grpc.health.v1.Health",
-    } <= names
-
-
-def test_reflection_serves_the_descriptor(grpc_server: RunningServer) -> None:
-    with grpc.insecure_channel(grpc_server.address) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="topmail.tracking.v1.TrackingService")
-        response = next(iter(stub.ServerReflectionInfo(iter([request]))))
-
-    assert response.file_descriptor_response.file_descriptor_proto
-    assert not response.HasField("error_response")
 
 
 @pytest.mark.parametrize(
@@ -192,6 +171,10 @@ class _MisbehavingTracking:
     def InstrumentEmail(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.InstrumentEmailResponse:
         self._misbehave()
         return tracking_service_pb2.InstrumentEmailResponse()
+
+    def ListProductViews(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.ListProductViewsResponse:
+        self._misbehave()
+        return tracking_service_pb2.ListProductViewsResponse()
 
     def RecordTrackingHits(
         self, workspace_id: uuid.UUID, request: Any

@@ -12,7 +12,7 @@ import pytest
 from server.domain.contacts import Contact, EmailAddress
 from server.domain.errors import ContactMismatch, ContactNotFound, IdempotencyKeyReused
 from server.domain.flow_triggers import FlowTrigger
-from server.domain.product_views import ProductView, ProductViewInput
+from server.domain.product_views import ProductView, ProductViewInput, ProductViewQuery
 from server.usecases.contacts import ContactDirectory
 from server.usecases.ports import IdempotencyKeyTaken
 from server.usecases.product_views import ProductViewTracker
@@ -56,6 +56,10 @@ class InMemoryViews:
             raise IdempotencyKeyTaken()
         self.views.append(view)
         self.triggers.append(trigger)
+
+    def list_product_views(self, query: ProductViewQuery) -> list[ProductView]:
+        views = [v for v in self.views if v.workspace_id == query.workspace_id and v.contact_id == query.contact_id]
+        return sorted(views, key=lambda view: (view.viewed_at, view.id), reverse=True)[: query.limit]
 
     def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
         return next(

@@ -9,15 +9,17 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.adapters.database.outbox import insert_flow_triggers, triggers_of_subjects
 from server.adapters.database.repository import SqlStore
 from server.adapters.database.schema import EmailEventRow
 from server.domain.classification import BotType, Confidence, EmailEventType
 from server.domain.email_events import EmailEvent, EventVerdict
 from server.domain.engagement import EmailEventQuery, EngagementCounts, EngagementScope, EventCounts
+from server.domain.flow_triggers import FlowTrigger, TriggerReference
 from server.usecases.ports import IdempotencyKeyTaken, StoredClick
 
 _CONFIDENCE_NAMES = {confidence: confidence.name.lower() for confidence in Confidence}
@@ -86,7 +88,12 @@ class SqlEmailEventStore:
         if scope.message_id is not None:
             in_scope.append(EmailEventRow.message_id == scope.message_id)
         if scope.campaign_id is not None:
-            in_scope.append(EmailEventRow.campaign_id == scope.campaign_id)
+            # Every event of a message that belongs to the campaign counts, also events recorded
+            # without the campaign id (an open through the pixel of a plain send, say).
+            campaign_messages = select(EmailEventRow.message_id, EmailEventRow.contact_id).where(
+                EmailEventRow.workspace_id == workspace_id, EmailEventRow.campaign_id == scope.campaign_id
+            )
+            in_scope.append(tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(campaign_messages))
         with self._store.transaction() as session:
             everyone = _count_by_type(session, in_scope)
             human = _count_by_type(session, [*in_scope, EmailEventRow.is_bot.is_(False)])
@@ -171,6 +178,7 @@ class SqlMessageEvents:
         added_keys: list[str],
     ) -> None:
         self._session = session
+        self._workspace_id = workspace_id
         self._added_keys = added_keys
         self._of_message = (
             EmailEventRow.workspace_id == workspace_id,
@@ -220,6 +228,12 @@ class SqlMessageEvents:
             select(EmailEventRow).where(EmailEventRow.id.in_(changed_ids)).order_by(EmailEventRow.occurred_at)
         )
         return [email_event_from_row(row) for row in rows]
+
+    def add_triggers(self, triggers: list[FlowTrigger], now: datetime) -> None:
+        insert_flow_triggers(self._session, triggers, now)
+
+    def triggers_of_events(self, event_ids: list[uuid.UUID]) -> list[TriggerReference]:
+        return triggers_of_subjects(self._session, self._workspace_id, event_ids)
 
     def has_human_open(self) -> bool:
         found = self._session.scalar(

@@ -7,19 +7,21 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Select, and_, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.adapters.database.schema import ApiKeyRow, ContactRow, FlowTriggerRow, ProductViewRow, WorkspaceRow
+from server.adapters.database.outbox import insert_flow_triggers
+from server.adapters.database.schema import ApiKeyRow, ContactRow, ProductViewRow, WorkspaceRow
 from server.domain.api_keys import ApiKeyMode
 from server.domain.contacts import Contact, EmailAddress
 from server.domain.errors import ContactAlreadyExists, StorageUnavailable
 from server.domain.flow_triggers import FlowTrigger
 from server.domain.money import Price, normalize_amount
-from server.domain.product_views import ProductDetails, ProductView
+from server.domain.product_views import ProductDetails, ProductView, ProductViewQuery
 from server.usecases.ports import IdempotencyKeyTaken, Workspace
 
 logger = logging.getLogger(__name__)
@@ -151,22 +153,41 @@ class SqlStore:
                         request_fingerprint=view.request_fingerprint,
                     )
                 )
-                session.execute(
-                    insert(FlowTriggerRow).values(
-                        id=trigger.id,
-                        workspace_id=trigger.workspace_id,
-                        trigger_type=trigger.trigger_type.value,
-                        ordering_key=trigger.ordering_key,
-                        subject_id=trigger.subject_id,
-                        payload=trigger.payload,
-                        occurred_at=trigger.occurred_at,
-                        created_at=view.viewed_at,
-                    )
-                )
+                insert_flow_triggers(session, [trigger], view.viewed_at)
         except IntegrityError:
             if view.idempotency_key is None:
                 raise
             raise IdempotencyKeyTaken() from None
+
+    def list_product_views(self, query: ProductViewQuery) -> list[ProductView]:
+        """Return a page of a contact's views, newest first; in distinct mode, each product's newest view."""
+        conditions = [ProductViewRow.workspace_id == query.workspace_id, ProductViewRow.contact_id == query.contact_id]
+        if query.start_time is not None:
+            conditions.append(ProductViewRow.viewed_at >= query.start_time)
+        if query.end_time is not None:
+            conditions.append(ProductViewRow.viewed_at < query.end_time)
+        if not query.distinct_products:
+            statement = _newest_first(
+                select(ProductViewRow).where(*conditions), ProductViewRow.id, ProductViewRow.viewed_at, query
+            )
+            with self.transaction() as session:
+                return [_product_view_from_row(row) for row in session.scalars(statement)]
+
+        # The newest view of each product, then the page over those, both in the database.
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=ProductViewRow.product_id,
+                order_by=(ProductViewRow.viewed_at.desc(), ProductViewRow.id.desc()),
+            )
+            .label("rank")
+        )
+        ranked = select(ProductViewRow.id, ProductViewRow.viewed_at, rank).where(*conditions).subquery()
+        newest = _newest_first(select(ranked.c.id).where(ranked.c.rank == 1), ranked.c.id, ranked.c.viewed_at, query)
+        with self.transaction() as session:
+            ids = list(session.scalars(newest))
+            rows = {row.id: row for row in session.scalars(select(ProductViewRow).where(ProductViewRow.id.in_(ids)))}
+            return [_product_view_from_row(rows[view_id]) for view_id in ids]
 
     def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
         with self.transaction() as session:
@@ -196,6 +217,17 @@ def _log_storage_failure(error: Exception) -> None:
     # The DBAPI error's own text, because SQLAlchemy's text would include the statement.
     cause = getattr(error, "orig", None) or error
     logger.warning("database call failed", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
+
+
+def _newest_first(statement: Select[Any], view_id: Any, viewed_at: Any, query: ProductViewQuery) -> Select[Any]:
+    if query.after is not None:
+        statement = statement.where(
+            or_(
+                viewed_at < query.after.occurred_at,
+                and_(viewed_at == query.after.occurred_at, view_id < query.after.event_id),
+            )
+        )
+    return statement.order_by(viewed_at.desc(), view_id.desc()).limit(query.limit)
 
 
 def _contact_from_row(row: ContactRow) -> Contact:

@@ -89,7 +89,7 @@ class FlowTriggerRow(Base):
     """The transactional outbox of flow triggers, in the order of `position`."""
 
     __tablename__ = "flow_triggers"
-    __table_args__ = (Index(None, "workspace_id", "position"),)
+    __table_args__ = (Index(None, "workspace_id", "position"), Index(None, "workspace_id", "subject_id"))
 
     # SQLite only auto-increments an INTEGER PRIMARY KEY, so the BIGINT is INTEGER there.
     position: Mapped[int] = mapped_column(
@@ -114,6 +114,7 @@ class EmailEventRow(Base):
         # Serves the per-message history that classification reads and message statistics.
         Index(None, "workspace_id", "message_id", "contact_id", "event_type", "occurred_at"),
         Index(None, "workspace_id", "campaign_id", "event_type"),
+        Index(None, "workspace_id", "campaign_id", "message_id", "contact_id"),
         Index(None, "workspace_id", "occurred_at", "id"),
         Index(None, "inferred_from_event_id"),
     )
@@ -143,3 +144,14 @@ class EmailEventRow(Base):
     inferred_from_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
+
+
+class FlowConsumerGroupRow(Base):
+    """The acknowledged position of one consumer group of a workspace's flow-trigger feed."""
+
+    __tablename__ = "flow_consumer_groups"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ HEALTH_PATH = "/healthz"
 CLASSIFICATION_HEADERS = frozenset(marker.header for marker in PREFETCH_MARKERS)
 MAX_USER_AGENT_LENGTH = 2048
 MAX_HEADER_VALUE_LENGTH = 1024
+MAX_AUTHORIZATION_LENGTH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ class TrackingGateway:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        status = await self._route(scope, receive, send)
+        status = await self._route_safely(scope, receive, send)
         logger.info(
             "gateway request",
             extra={
@@ -103,6 +105,26 @@ class TrackingGateway:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
+
+    async def _route_safely(self, scope: Scope, receive: Receive, send: Send) -> HTTPStatus:
+        """Route a request; on a bug, log it and still send the pixel, or a 500 page when nothing was sent."""
+        started_response = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            return await self._route(scope, receive, tracked_send)
+        except Exception:
+            logger.exception("gateway request failed", extra={"route": _route_name(scope["path"])})
+            if started_response:
+                return HTTPStatus.INTERNAL_SERVER_ERROR
+            if _route_name(scope["path"]) == "open_pixel":
+                headers = [(b"content-type", b"image/gif"), (b"cache-control", NO_STORE)]
+                return await _send(send, HTTPStatus.OK, headers, PIXEL_GIF)
+            return await _send_json_error(send, HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -213,6 +235,11 @@ class TrackingGateway:
             return await _send_json_error(send, mapping.http_status, mapping.reason, error.message, fields)
 
         authorization = _first(_headers(scope), "authorization")
+        if authorization and not _is_metadata_value(authorization):
+            # gRPC metadata takes printable ASCII only, and no API key is longer than this.
+            return await _send_json_error(
+                send, HTTPStatus.UNAUTHORIZED, "API_KEY_INVALID", "invalid API key: it is malformed, unknown or revoked"
+            )
         metadata = (("authorization", authorization),) if authorization else ()
         assert self._tracking is not None
         try:
@@ -225,8 +252,10 @@ class TrackingGateway:
 
     async def _health(self, send: Send, *, head_only: bool) -> HTTPStatus:
         counters = self.recorder.counters
+        healthy = self.recorder.healthy
         document = {
-            "status": "ok",
+            "status": "ok" if healthy else "degraded",
+            "last_failure": self.recorder.last_failure,
             "queued_hits": self.recorder.queued,
             "spooled_hits": self.recorder.spooled_hits(),
             "stored_hits": counters.stored,
@@ -234,7 +263,8 @@ class TrackingGateway:
             "rejected_hits": counters.rejected,
             "dropped_hits": counters.dropped,
         }
-        return await _send_json(send, HTTPStatus.OK, document, head_only=head_only)
+        status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+        return await _send_json(send, status, document, head_only=head_only)
 
 
 def _route_name(path: str) -> str:
@@ -245,10 +275,22 @@ def _route_name(path: str) -> str:
     return path if path in (PRODUCT_VIEW_PATH, HEALTH_PATH) else "other"
 
 
+def _is_metadata_value(value: str) -> bool:
+    return len(value) <= MAX_AUTHORIZATION_LENGTH and all(" " <= character <= "~" for character in value)
+
+
+def _header_text(value: bytes) -> str:
+    """Decode a header value as UTF-8, which today's clients send, else as ISO-8859-1 (RFC 9110)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def _headers(scope: Scope) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
     for name, value in scope.get("headers", ()):
-        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        headers.setdefault(name.decode("latin-1").lower(), []).append(_header_text(value))
     return headers
 
 
@@ -258,12 +300,13 @@ def _first(headers: dict[str, list[str]], name: str) -> str:
 
 
 def _clean(value: str, max_length: int) -> str:
-    """Cut a header value to the length the server accepts and replace control characters except tab.
+    """Cut a header value to the length the server accepts and replace characters it rejects with "?".
 
-    NOTE: a longer user agent is recorded cut short rather than rejected, so that the hit is kept.
+    Those are control characters (tab aside), surrogates and unassigned code points. NOTE: a
+    longer user agent is recorded cut short rather than rejected, so that the hit is kept.
     """
     return "".join(
-        character if character == "\t" or (character >= " " and character != "\x7f") else "?"
+        "?" if character != "\t" and unicodedata.category(character) in ("Cc", "Cs", "Cn") else character
         for character in value[:max_length]
     )
 

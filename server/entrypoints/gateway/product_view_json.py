@@ -39,9 +39,13 @@ class InvalidJson(Exception):
 def parse_body(body: bytes) -> dict[str, Any]:
     """Parse a JSON object, reading numbers as exact decimals; raise InvalidJson otherwise."""
     try:
-        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        document = json.loads(
+            body, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicates
+        )
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidJson(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidJson("the body is nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidJson("the body must be a JSON object")
     return document
@@ -49,6 +53,24 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise ValueError(f"the field {name!r} appears twice")
+        document[name] = value
+    return document
+
+
+def _is_text(value: str) -> bool:
+    """Tell whether a JSON string is valid Unicode: JSON escapes can produce lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def track_request(document: dict[str, Any]) -> tracking_service_pb2.TrackProductViewRequest:
@@ -65,11 +87,14 @@ def track_request(document: dict[str, Any]) -> tracking_service_pb2.TrackProduct
             if not isinstance(value, str):
                 violations.append(FieldViolation(name, "must be a string"))
                 continue
+            if not _is_text(value):
+                violations.append(FieldViolation(name, "must be valid Unicode text without lone surrogates"))
+                continue
             setattr(request, name, value)
         elif name not in ("price", "currency"):
             violations.append(FieldViolation(name, "is not a field of a product view"))
     currency = document.get("currency")
-    if currency is not None and not isinstance(currency, str):
+    if currency is not None and (not isinstance(currency, str) or not _is_text(currency)):
         violations.append(FieldViolation("currency", "must be a string such as USD"))
         currency = None
     price = document.get("price")
@@ -94,8 +119,8 @@ def _money(price: Any, currency: str, violations: list[FieldViolation]) -> money
         if nanos_total != nanos_total.to_integral_value():
             violations.append(FieldViolation("price", "must have at most 9 decimal places"))
             return None
-    except InvalidOperation:
-        violations.append(FieldViolation("price", "must be a finite number"))
+    except (InvalidOperation, ArithmeticError):
+        violations.append(FieldViolation("price", "must be a finite number below 9223372036854775808"))
         return None
     units = int(amount)  # truncates toward zero, so units and nanos share the sign
     if abs(units) > _INT64_MAX:

@@ -35,6 +35,11 @@ RETRYABLE_CODES = frozenset(
     }
 )
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# A hit that the server answered with a retryable error this many times in a row is dropped and
+# logged, so that one hit the server cannot store never blocks the spool for good.
+MAX_HIT_ATTEMPTS = 50
+# A failure to send or spool marks the recorder unhealthy for this long.
+UNHEALTHY_SECONDS = 60.0
 
 
 class HitOutcome(enum.Enum):
@@ -126,6 +131,8 @@ class HitRecorder:
         self._tasks: list[asyncio.Task[None]] = []
         self._overflow_writes: set[asyncio.Task[None]] = set()
         self.counters = RecorderCounters()
+        self.last_failure: str | None = None
+        self._last_failure_at = float("-inf")
 
     @property
     def queued(self) -> int:
@@ -135,14 +142,31 @@ class HitRecorder:
         """Return how many hits wait in the spool; this reads the spool file."""
         return len(self._spool)
 
+    @property
+    def healthy(self) -> bool:
+        """Whether sending and spooling worked during the last minute."""
+        return asyncio.get_running_loop().time() - self._last_failure_at > UNHEALTHY_SECONDS
+
+    def _mark_failure(self, message: str, error: BaseException) -> None:
+        self.last_failure = f"{message}: {type(error).__name__}: {error}"[:300]
+        self._last_failure_at = asyncio.get_running_loop().time()
+        logger.error(message, extra={"error": type(error).__name__, "detail": str(error)[:200]})
+
     def submit(self, hit: tracking_service_pb2.TrackingHit) -> None:
         """Queue a hit without waiting; a full queue sends it straight to the spool."""
         try:
             self._queue.put_nowait(hit)
         except asyncio.QueueFull:
-            task = asyncio.ensure_future(self._spool_hits([hit], "queue full"))
+            task = asyncio.ensure_future(self._spool_overflow(hit))
             self._overflow_writes.add(task)
             task.add_done_callback(self._overflow_writes.discard)
+
+    async def _spool_overflow(self, hit: tracking_service_pb2.TrackingHit) -> None:
+        try:
+            await self._spool_hits([hit], "queue full")
+        except Exception as error:
+            self.counters.dropped += 1
+            self._mark_failure("tracking hit dropped: the queue is full and the spool failed", error)
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self._send_forever()), asyncio.ensure_future(self._replay_forever())]
@@ -156,8 +180,16 @@ class HitRecorder:
         remaining = list(self._in_flight)
         while not self._queue.empty():
             remaining.append(self._queue.get_nowait())
-        if remaining:
+        if not remaining:
+            return
+        try:
             await self._spool_hits(remaining, "gateway stopping")
+        except Exception as error:
+            self.counters.dropped += len(remaining)
+            logger.error(
+                "tracking hits lost at shutdown: the spool failed",
+                extra={"hits": len(remaining), "error": type(error).__name__, "detail": str(error)[:200]},
+            )
 
     async def _send_forever(self) -> None:
         while True:
@@ -172,7 +204,16 @@ class HitRecorder:
                 except TimeoutError:
                     break
             self._in_flight = batch
-            await self._deliver(batch)
+            pause = 1.0
+            while True:
+                try:
+                    await self._deliver(batch)
+                    break
+                except Exception as error:
+                    # The batch stays in memory and is sent again; nothing is dropped here.
+                    self._mark_failure("sending or spooling tracking hits failed; retrying", error)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, self._max_replay_interval)
             self._in_flight = []
 
     async def _deliver(self, batch: list[tracking_service_pb2.TrackingHit]) -> None:
@@ -210,33 +251,45 @@ class HitRecorder:
         interval = self._replay_interval
         while True:
             await asyncio.sleep(interval)
-            entries = await asyncio.to_thread(self._spool.oldest, self._batch_size)
-            if not entries:
-                interval = self._replay_interval
-                continue
-            delivered = await self._replay(entries)
+            try:
+                entries = await asyncio.to_thread(self._spool.oldest, self._batch_size)
+                if not entries:
+                    interval = self._replay_interval
+                    continue
+                delivered = await self._replay(entries)
+            except Exception as error:
+                self._mark_failure("replaying spooled tracking hits failed; retrying", error)
+                delivered = False
             interval = self._replay_interval if delivered else min(interval * 2, self._max_replay_interval)
 
-    async def _replay(self, entries: list[tuple[str, bytes]]) -> bool:
+    async def _replay(self, entries: list[tuple[str, bytes, int]]) -> bool:
         """Send spooled hits again; return False when the server could not be reached."""
-        hits = [tracking_service_pb2.TrackingHit.FromString(payload) for _, payload in entries]
+        hits = [tracking_service_pb2.TrackingHit.FromString(payload) for _, payload, _ in entries]
         try:
             results = await self._sink.record(hits)
         except HitSinkUnavailable as error:
-            await asyncio.to_thread(self._spool.count_attempt, [key for key, _ in entries])
             logger.info(
                 "spooled tracking hits still not recordable", extra={"hits": len(hits), "reason": str(error)[:200]}
             )
             return False
         finished = []
-        for (key, _), hit, result in zip(entries, hits, results, strict=True):
-            if result.outcome is HitOutcome.RETRY:
+        retried = []
+        for (key, _, attempts), hit, result in zip(entries, hits, results, strict=True):
+            if result.outcome is HitOutcome.RETRY and attempts + 1 < MAX_HIT_ATTEMPTS:
+                retried.append(key)
                 continue
             finished.append(key)
             if result.outcome is HitOutcome.STORED:
                 self.counters.replayed += 1
+            elif result.outcome is HitOutcome.RETRY:
+                self.counters.dropped += 1
+                logger.error(
+                    "tracking hit dropped after repeated server errors",
+                    extra={"idempotency_key": hit.idempotency_key, "attempts": attempts + 1, "reason": result.detail},
+                )
             else:
                 self._log_rejected(hit, result.detail)
+        await asyncio.to_thread(self._spool.count_attempt, retried)
         await asyncio.to_thread(self._spool.remove, finished)
         logger.info(
             "spooled tracking hits replayed", extra={"hits": len(finished), "left": len(entries) - len(finished)}

@@ -7,7 +7,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -20,26 +20,31 @@ from sqlalchemy import Engine
 
 from server.adapters.database.email_event_store import SqlEmailEventStore
 from server.adapters.database.engine import PoolSettings, create_database_engine, normalize_database_url
+from server.adapters.database.flow_trigger_store import SqlFlowTriggerStore
 from server.adapters.database.migrations import ensure_schema_current
 from server.adapters.database.repository import SqlStore
 from server.adapters.network_data import load_network_directory, oldest_source_age_days
 from server.domain.classification import BotClassifier, load_user_agent_matcher
+from server.domain.errors import StorageUnavailable
 from server.entrypoints.grpc_api.binding import ServiceBinder
+from server.entrypoints.grpc_api.flow_triggers import FlowTriggerServicer
 from server.entrypoints.grpc_api.servicers import ContactServicer, TrackingServicer
 from server.entrypoints.link_settings import GatewayAuthenticator, parse_signing_keys
 from server.entrypoints.settings import Settings
 from server.usecases.contacts import ContactDirectory
 from server.usecases.email_events import EmailEventRecorder
+from server.usecases.flow_triggers import FlowTriggerFeed
 from server.usecases.product_views import ProductViewTracker
 from server.usecases.tracking_links import LinkSettings, TrackingLinks
 from server.usecases.workspaces import Authenticator
-from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
+from topmail.tracking.v1 import contact_service_pb2, flow_trigger_service_pb2, tracking_service_pb2
 
 logger = logging.getLogger(__name__)
 
 CONTACT_SERVICE = contact_service_pb2.DESCRIPTOR.services_by_name["ContactService"]
 TRACKING_SERVICE = tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"]
-SERVICES = (CONTACT_SERVICE, TRACKING_SERVICE)
+FLOW_TRIGGER_SERVICE = flow_trigger_service_pb2.DESCRIPTOR.services_by_name["FlowTriggerService"]
+SERVICES = (CONTACT_SERVICE, TRACKING_SERVICE, FLOW_TRIGGER_SERVICE)
 
 
 def utc_now() -> datetime:
@@ -84,10 +89,14 @@ class GrpcApp:
     executor: ThreadPoolExecutor
     engine: Engine
     port: int
+    flow_triggers: FlowTriggerServicer
+    pruning: asyncio.Task[None]
 
     async def stop(self, grace_seconds: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within the grace period, then close."""
+        """Report NOT_SERVING, end trigger streams, let other calls finish within the grace period, then close."""
         await self.health.enter_graceful_shutdown()
+        self.pruning.cancel()
+        self.flow_triggers.close()
         await self.server.stop(grace_seconds)
         self.executor.shutdown(wait=True)
         self.engine.dispose()
@@ -113,6 +122,7 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     )
     tracking_links = TrackingLinks(contacts, recorder, link_settings)
     gateway_authenticator = GatewayAuthenticator(settings.gateway_secret)
+    feed = FlowTriggerFeed(SqlFlowTriggerStore(store), utc_now)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="rpc-worker")
     binder = ServiceBinder(Authenticator(store, cache_ttl_seconds=settings.auth_cache_seconds), executor)
 
@@ -128,6 +138,8 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
             ),
         )
     )
+    flow_triggers = FlowTriggerServicer(feed, executor)
+    server.add_generic_rpc_handlers((binder.bind(FLOW_TRIGGER_SERVICE, flow_triggers),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [service.full_name for service in SERVICES]
@@ -143,7 +155,28 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     await server.start()
     for name in ("", *service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return GrpcApp(server=server, health=health, executor=executor, engine=engine, port=port)
+    pruning = asyncio.ensure_future(prune_flow_triggers_forever(feed, executor, settings))
+    return GrpcApp(
+        server=server,
+        health=health,
+        executor=executor,
+        engine=engine,
+        port=port,
+        flow_triggers=flow_triggers,
+        pruning=pruning,
+    )
+
+
+async def prune_flow_triggers_forever(feed: FlowTriggerFeed, executor: ThreadPoolExecutor, settings: Settings) -> None:
+    """Delete old acknowledged flow triggers every `trigger_pruning_interval_seconds`."""
+    retention = timedelta(hours=settings.trigger_retention_hours)
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.trigger_pruning_interval_seconds)
+        try:
+            await loop.run_in_executor(executor, feed.prune, retention)
+        except StorageUnavailable:
+            logger.warning("flow trigger pruning failed; it runs again at the next interval")
 
 
 async def serve_until_signalled(settings: Settings) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from server.entrypoints.grpc_api.statuses import error_status, internal_status
 logger = logging.getLogger(__name__)
 
 ServicerMethod = Callable[[uuid.UUID, Any], Message]
+StreamingServicerMethod = Callable[[uuid.UUID, Any], AsyncIterator[Message]]
 
 
 class CallerAuthenticator(Protocol):
@@ -89,21 +90,26 @@ class ServiceBinder:
         authenticators = authenticators or {}
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
-            if method.client_streaming or method.server_streaming:
-                raise TypeError(f"{service.full_name}.{method.name}: only unary RPCs are bound here")
+            if method.client_streaming:
+                raise TypeError(f"{service.full_name}.{method.name}: client streaming is not supported")
             implementation = getattr(servicer, method.name, None)
             if not callable(implementation):
                 raise TypeError(f"{type(servicer).__name__} does not implement {service.full_name}.{method.name}")
-            request_class = GetMessageClass(method.input_type)
-            response_class = GetMessageClass(method.output_type)
+            rpc_name = f"/{service.full_name}/{method.name}"
+            authenticator = authenticators.get(method.name, self._authenticator)
+            request_deserializer = _lenient_deserializer(GetMessageClass(method.input_type))
+            response_serializer = GetMessageClass(method.output_type).SerializeToString
+            if method.server_streaming:
+                handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                    self._wrap_stream(rpc_name, implementation, authenticator),
+                    request_deserializer=request_deserializer,
+                    response_serializer=response_serializer,
+                )
+                continue
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                self._wrap(
-                    f"/{service.full_name}/{method.name}",
-                    implementation,
-                    authenticators.get(method.name, self._authenticator),
-                ),
-                request_deserializer=_lenient_deserializer(request_class),
-                response_serializer=response_class.SerializeToString,
+                self._wrap(rpc_name, implementation, authenticator),
+                request_deserializer=request_deserializer,
+                response_serializer=response_serializer,
             )
         return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
@@ -148,6 +154,59 @@ class ServiceBinder:
                     },
                 )
             raise AssertionError("abort returned")  # pragma: no cover - context.abort always raises
+
+        return call
+
+    def _wrap_stream(
+        self, rpc_name: str, implementation: StreamingServicerMethod, authenticator: CallerAuthenticator
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
+        """Wrap a server-streaming method, an async generator that takes (caller id, request)."""
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+            started = time.perf_counter()
+            call_id = uuid.uuid4().hex
+            outcome = "UNKNOWN"
+            sent = 0
+            caller: uuid.UUID | None = None
+            try:
+                token = _bearer_token(context)
+                caller = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, authenticator.authenticate, token
+                )
+                if isinstance(request, MalformedRequest):
+                    raise ValidationFailed(
+                        [FieldViolation("", f"the request is not a valid {request.message_name} message")]
+                    )
+                async for message in implementation(caller, request):
+                    yield message
+                    sent += 1
+                outcome = grpc.StatusCode.OK.name
+            except grpc.aio.AbortError:
+                raise
+            except TrackingError as error:
+                mapping = mapping_for(error)
+                outcome = mapping.grpc_code.name
+                await _abort(context, error_status(error, mapping))
+            except asyncio.CancelledError:
+                outcome = grpc.StatusCode.CANCELLED.name
+                raise
+            except Exception:
+                outcome = grpc.StatusCode.INTERNAL.name
+                logger.exception("unexpected error in call", extra={"rpc": rpc_name, "call_id": call_id})
+                await _abort(context, internal_status(call_id))
+            finally:
+                logger.info(
+                    "rpc finished",
+                    extra={
+                        "rpc": rpc_name,
+                        "code": outcome,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "workspace_id": str(caller) if caller else None,
+                        "call_id": call_id,
+                        "peer": context.peer(),
+                        "messages": sent,
+                    },
+                )
 
         return call
 

@@ -18,6 +18,7 @@ from server.entrypoints.grpc_api.translate import (
     instrument_input,
     instrument_response,
     product_view_input,
+    product_view_list_input,
     product_view_message,
     tracking_hit_input,
 )
@@ -63,6 +64,14 @@ class TrackingServicer:
         view = self._product_views.track(workspace_id, product_view_input(request))
         return tracking_service_pb2.TrackProductViewResponse(product_view=product_view_message(view))
 
+    def ListProductViews(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.ListProductViewsRequest
+    ) -> tracking_service_pb2.ListProductViewsResponse:
+        page = self._product_views.list_views(workspace_id, product_view_list_input(request))
+        return tracking_service_pb2.ListProductViewsResponse(
+            product_views=[product_view_message(view) for view in page.views], next_page_token=page.next_page_token
+        )
+
     def RecordEmailEvent(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.RecordEmailEventRequest
     ) -> tracking_service_pb2.RecordEmailEventResponse:
@@ -105,6 +114,8 @@ class TrackingServicer:
         for outcome in outcomes:
             if isinstance(outcome, TrackingError):
                 response.results.add(status=error_status_message(outcome, mapping_for(outcome)))
+            elif isinstance(outcome, Exception):
+                response.results.add(status=status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
             else:
                 response.results.add(status=status_pb2.Status(code=code_pb2.OK), email_event_id=str(outcome.event.id))
         return response

@@ -9,9 +9,10 @@ from server.domain.classification import BotType, Confidence, EmailEventType
 from server.domain.contacts import Contact
 from server.domain.email_events import EmailEvent, EmailEventInput, TimestampInput
 from server.domain.engagement import EmailEventListInput, EngagementCounts, EngagementFigures, engagement_figures
+from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.instrumentation import InstrumentedHtml
 from server.domain.money import Price
-from server.domain.product_views import MoneyInput, ProductView, ProductViewInput
+from server.domain.product_views import MoneyInput, ProductView, ProductViewInput, ProductViewListInput
 from server.domain.tracking_links import TrackingKind
 from server.usecases.tracking_links import InstrumentInput, TrackingHitInput
 from topmail.tracking.v1 import contact_pb2, email_event_pb2, product_view_pb2, tracking_service_pb2
@@ -113,6 +114,8 @@ def email_event_input(request: tracking_service_pb2.RecordEmailEventRequest) -> 
 
 
 def email_event_list_input(request: tracking_service_pb2.ListEmailEventsRequest) -> EmailEventListInput:
+    if request.event_type and request.event_type not in _EVENT_TYPES:
+        raise ValidationFailed([FieldViolation("event_type", f"is not a known event type: {request.event_type}")])
     return EmailEventListInput(
         message_id=request.message_id,
         campaign_id=request.campaign_id,
@@ -229,4 +232,16 @@ def tracking_hit_input(hit: tracking_service_pb2.TrackingHit) -> TrackingHitInpu
         http_method=hit.http_method,
         request_headers=dict(hit.request_headers),
         idempotency_key=hit.idempotency_key,
+    )
+
+
+def product_view_list_input(request: tracking_service_pb2.ListProductViewsRequest) -> ProductViewListInput:
+    return ProductViewListInput(
+        email=request.email,
+        contact_id=request.contact_id,
+        distinct_products=request.distinct_products,
+        start_time=_timestamp_input(request.start_time) if request.HasField("start_time") else None,
+        end_time=_timestamp_input(request.end_time) if request.HasField("end_time") else None,
+        page_size=request.page_size,
+        page_token=request.page_token,
     )

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from topmail.tracking.v1 import contact_pb2 as topmail_dot_tracking_dot_v1_dot_contact__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)topmail/tracking/v1/contact_service.proto\x12\x13topmail.tracking.v1\x1a!topmail/tracking/v1/contact.proto\"%\n\x14\x43reateContactRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"F\n\x15\x43reateContactResponse\x12-\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x1c.topmail.tracking.v1.Contact\"D\n\x11GetContactRequest\x12\x14\n\ncontact_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x08\n\x06lookup\"C\n\x12GetContactResponse\x12-\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x1c.topmail.tracking.v1.Contact2\xd7\x01\n\x0e\x43ontactService\x12\x66\n\rCreateContact\x12).topmail.tracking.v1.CreateContactRequest\x1a*.topmail.tracking.v1.CreateContactResponse\x12]\n\nGetContact\x12&.topmail.tracking.v1.GetContactRequest\x1a\'.topmail.tracking.v1.GetContactResponseB\xbd\x01\n\x17\x64\x65v.topmail.tracking.v1B\x13\x43ontactServiceProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)topmail/tracking/v1/contact_service.proto\x12\x13topmail.tracking.v1\x1a\x1cgoogle/api/annotations.proto\x1a!topmail/tracking/v1/contact.proto\"%\n\x14\x43reateContactRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"F\n\x15\x43reateContactResponse\x12-\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x1c.topmail.tracking.v1.Contact\"D\n\x11GetContactRequest\x12\x14\n\ncontact_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x08\n\x06lookup\"C\n\x12GetContactResponse\x12-\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x1c.topmail.tracking.v1.Contact2\xab\x02\n\x0e\x43ontactService\x12\x7f\n\rCreateContact\x12).topmail.tracking.v1.CreateContactRequest\x1a*.topmail.tracking.v1.CreateContactResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/contacts:\x01*\x12\x97\x01\n\nGetContact\x12&.topmail.tracking.v1.GetContactRequest\x1a\'.topmail.tracking.v1.GetContactResponse\"8\x82\xd3\xe4\x93\x02\x32\x12\x19/v1/contacts/{contact_id}Z\x15\x12\x13/v1/contacts:lookupB\xbd\x01\n\x17\x64\x65v.topmail.tracking.v1B\x13\x43ontactServiceProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +34,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'topmail.tracking.v1.contact
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027dev.topmail.tracking.v1B\023ContactServiceProtoP\001ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\242\002\003TTR\252\002\023TopMail.Tracking.V1\312\002\023TopMail\\Tracking\\V1\352\002\025TopMail::Tracking::V1'
-  _globals['_CREATECONTACTREQUEST']._serialized_start=101
-  _globals['_CREATECONTACTREQUEST']._serialized_end=138
-  _globals['_CREATECONTACTRESPONSE']._serialized_start=140
-  _globals['_CREATECONTACTRESPONSE']._serialized_end=210
-  _globals['_GETCONTACTREQUEST']._serialized_start=212
-  _globals['_GETCONTACTREQUEST']._serialized_end=280
-  _globals['_GETCONTACTRESPONSE']._serialized_start=282
-  _globals['_GETCONTACTRESPONSE']._serialized_end=349
-  _globals['_CONTACTSERVICE']._serialized_start=352
-  _globals['_CONTACTSERVICE']._serialized_end=567
+  _globals['_CONTACTSERVICE'].methods_by_name['CreateContact']._loaded_options = None
+  _globals['_CONTACTSERVICE'].methods_by_name['CreateContact']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/contacts:\001*'
+  _globals['_CONTACTSERVICE'].methods_by_name['GetContact']._loaded_options = None
+  _globals['_CONTACTSERVICE'].methods_by_name['GetContact']._serialized_options = b'\202\323\344\223\0022\022\031/v1/contacts/{contact_id}Z\025\022\023/v1/contacts:lookup'
+  _globals['_CREATECONTACTREQUEST']._serialized_start=131
+  _globals['_CREATECONTACTREQUEST']._serialized_end=168
+  _globals['_CREATECONTACTRESPONSE']._serialized_start=170
+  _globals['_CREATECONTACTRESPONSE']._serialized_end=240
+  _globals['_GETCONTACTREQUEST']._serialized_start=242
+  _globals['_GETCONTACTREQUEST']._serialized_end=310
+  _globals['_GETCONTACTRESPONSE']._serialized_start=312
+  _globals['_GETCONTACTRESPONSE']._serialized_end=379
+  _globals['_CONTACTSERVICE']._serialized_start=382
+  _globals['_CONTACTSERVICE']._serialized_end=681
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,10 @@ class ContactServiceStub:
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     def __init__(self, channel):
@@ -61,6 +65,10 @@ class ContactServiceServicer:
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     def CreateContact(self, request, context):
@@ -82,6 +90,9 @@ class ContactServiceServicer:
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) when neither or a malformed
         lookup value is given, and NOT_FOUND (CONTACT_NOT_FOUND) when the
         workspace has no such contact.
+
+        Over HTTP the id is a path segment, and the address is a query parameter
+        of the lookup path: `GET /v1/contacts:lookup?email=...`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +127,10 @@ class ContactService:
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     @staticmethod

@@ -34,6 +34,10 @@ class ContactServiceStub:
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     @_typing.overload
@@ -55,6 +59,9 @@ class ContactServiceStub:
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) when neither or a malformed
     lookup value is given, and NOT_FOUND (CONTACT_NOT_FOUND) when the
     workspace has no such contact.
+
+    Over HTTP the id is a path segment, and the address is a query parameter
+    of the lookup path: `GET /v1/contacts:lookup?email=...`.
     """
 
 @_typing.type_check_only
@@ -66,6 +73,10 @@ class ContactServiceAsyncStub(ContactServiceStub):
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -84,6 +95,9 @@ class ContactServiceAsyncStub(ContactServiceStub):
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) when neither or a malformed
     lookup value is given, and NOT_FOUND (CONTACT_NOT_FOUND) when the
     workspace has no such contact.
+
+    Over HTTP the id is a path segment, and the address is a query parameter
+    of the lookup path: `GET /v1/contacts:lookup?email=...`.
     """
 
 class ContactServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -94,6 +108,10 @@ class ContactServiceServicer(metaclass=_abc_1.ABCMeta):
     contacts. Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every
     RPC can return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
     UNAVAILABLE (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's. This project runs no transcoder, and
+    its HTTP gateway serves none of these paths today.
     """
 
     @_abc_1.abstractmethod
@@ -122,6 +140,9 @@ class ContactServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) when neither or a malformed
         lookup value is given, and NOT_FOUND (CONTACT_NOT_FOUND) when the
         workspace has no such contact.
+
+        Over HTTP the id is a path segment, and the address is a query parameter
+        of the lookup path: `GET /v1/contacts:lookup?email=...`.
         """
 
 def add_ContactServiceServicer_to_server(servicer: ContactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

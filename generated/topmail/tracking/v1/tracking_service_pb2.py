@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
@@ -29,7 +30,7 @@ from topmail.tracking.v1 import email_event_pb2 as topmail_dot_tracking_dot_v1_d
 from topmail.tracking.v1 import product_view_pb2 as topmail_dot_tracking_dot_v1_dot_product__view__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*topmail/tracking/v1/tracking_service.proto\x12\x13topmail.tracking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17google/type/money.proto\x1a%topmail/tracking/v1/email_event.proto\x1a&topmail/tracking/v1/product_view.proto\"\xa0\x02\n\x17TrackProductViewRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x14\n\x0cproduct_name\x18\x04 \x01(\t\x12\x13\n\x0bproduct_url\x18\x05 \x01(\t\x12\x12\n\nvariant_id\x18\x06 \x01(\t\x12\x11\n\timage_url\x18\x07 \x01(\t\x12!\n\x05price\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12\r\n\x05\x62rand\x18\n \x01(\t\x12\x0b\n\x03sku\x18\x0b \x01(\t\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\x17\n\x0fidempotency_key\x18\r \x01(\t\"R\n\x18TrackProductViewResponse\x12\x36\n\x0cproduct_view\x18\x01 \x01(\x0b\x32 .topmail.tracking.v1.ProductView\"\xa2\x04\n\x17RecordEmailEventRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x37\n\nevent_type\x18\x05 \x01(\x0e\x32#.topmail.tracking.v1.EmailEventType\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12\x12\n\nuser_agent\x18\x08 \x01(\t\x12\x13\n\x0bhttp_method\x18\t \x01(\t\x12Y\n\x0frequest_headers\x18\n \x03(\x0b\x32@.topmail.tracking.v1.RecordEmailEventRequest.RequestHeadersEntry\x12\x10\n\x08link_url\x18\x0b \x01(\t\x12\x0f\n\x07link_id\x18\x0c \x01(\t\x12\x15\n\rhoneypot_link\x18\r \x01(\x08\x12\x30\n\x0c\x64\x65livered_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\x1a\x35\n\x13RequestHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x18RecordEmailEventResponse\x12\x34\n\x0b\x65mail_event\x18\x01 \x01(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12\x37\n\x0e\x63reated_events\x18\x02 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12<\n\x13reclassified_events\x18\x03 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\"\xb3\x02\n\x16ListEmailEventsRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x37\n\nevent_type\x18\x04 \x01(\x0e\x32#.topmail.tracking.v1.EmailEventType\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06is_bot\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\tB\t\n\x07_is_bot\"i\n\x17ListEmailEventsResponse\x12\x35\n\x0c\x65mail_events\x18\x01 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x19GetEngagementStatsRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x14\n\x0cinclude_bots\x18\x03 \x01(\x08\"\x81\x02\n\x1aGetEngagementStatsResponse\x12\x35\n\x05human\x18\x01 \x01(\x0b\x32&.topmail.tracking.v1.EngagementFigures\x12\x17\n\x0f\x61pple_mpp_opens\x18\x02 \x01(\x03\x12\x1e\n\x16\x61pple_mpp_unique_opens\x18\x03 \x01(\x03\x12\x39\n\twith_bots\x18\x04 \x01(\x0b\x32&.topmail.tracking.v1.EngagementFigures\x12\x38\n\rbot_breakdown\x18\x05 \x03(\x0b\x32!.topmail.tracking.v1.BotTypeCount\"r\n\x16InstrumentEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x0c\n\x04html\x18\x05 \x01(\t\"8\n\x10InstrumentedLink\x12\x0f\n\x07link_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\",\n\x0cRejectedLink\x12\x0c\n\x04href\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\x17InstrumentEmailResponse\x12\x0c\n\x04html\x18\x01 \x01(\t\x12\x34\n\x05links\x18\x02 \x03(\x0b\x32%.topmail.tracking.v1.InstrumentedLink\x12\x39\n\x0erejected_links\x18\x03 \x03(\x0b\x32!.topmail.tracking.v1.RejectedLink\"\xdc\x02\n\x0bTrackingHit\x12\r\n\x05token\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x08 \x01(\x0e\x32$.topmail.tracking.v1.TrackingHitKind\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12\x13\n\x0bhttp_method\x18\x05 \x01(\t\x12M\n\x0frequest_headers\x18\x06 \x03(\x0b\x32\x34.topmail.tracking.v1.TrackingHit.RequestHeadersEntry\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x1a\x35\n\x13RequestHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x19RecordTrackingHitsRequest\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .topmail.tracking.v1.TrackingHit\"O\n\x11TrackingHitResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x16\n\x0e\x65mail_event_id\x18\x02 \x01(\t\"U\n\x1aRecordTrackingHitsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.topmail.tracking.v1.TrackingHitResult*\x8d\x01\n\x0fTrackingHitKind\x12!\n\x1dTRACKING_HIT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRACKING_HIT_KIND_OPEN\x10\x01\x12\x1b\n\x17TRACKING_HIT_KIND_CLICK\x10\x02\x12\x1e\n\x1aTRACKING_HIT_KIND_HONEYPOT\x10\x03\x32\xbd\x05\n\x0fTrackingService\x12o\n\x10TrackProductView\x12,.topmail.tracking.v1.TrackProductViewRequest\x1a-.topmail.tracking.v1.TrackProductViewResponse\x12o\n\x10RecordEmailEvent\x12,.topmail.tracking.v1.RecordEmailEventRequest\x1a-.topmail.tracking.v1.RecordEmailEventResponse\x12l\n\x0fListEmailEvents\x12+.topmail.tracking.v1.ListEmailEventsRequest\x1a,.topmail.tracking.v1.ListEmailEventsResponse\x12u\n\x12GetEngagementStats\x12..topmail.tracking.v1.GetEngagementStatsRequest\x1a/.topmail.tracking.v1.GetEngagementStatsResponse\x12l\n\x0fInstrumentEmail\x12+.topmail.tracking.v1.InstrumentEmailRequest\x1a,.topmail.tracking.v1.InstrumentEmailResponse\x12u\n\x12RecordTrackingHits\x12..topmail.tracking.v1.RecordTrackingHitsRequest\x1a/.topmail.tracking.v1.RecordTrackingHitsResponseB\xbe\x01\n\x17\x64\x65v.topmail.tracking.v1B\x14TrackingServiceProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*topmail/tracking/v1/tracking_service.proto\x12\x13topmail.tracking.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17google/type/money.proto\x1a%topmail/tracking/v1/email_event.proto\x1a&topmail/tracking/v1/product_view.proto\"\xa0\x02\n\x17TrackProductViewRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x14\n\x0cproduct_name\x18\x04 \x01(\t\x12\x13\n\x0bproduct_url\x18\x05 \x01(\t\x12\x12\n\nvariant_id\x18\x06 \x01(\t\x12\x11\n\timage_url\x18\x07 \x01(\t\x12!\n\x05price\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12\r\n\x05\x62rand\x18\n \x01(\t\x12\x0b\n\x03sku\x18\x0b \x01(\t\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\x17\n\x0fidempotency_key\x18\r \x01(\t\"R\n\x18TrackProductViewResponse\x12\x36\n\x0cproduct_view\x18\x01 \x01(\x0b\x32 .topmail.tracking.v1.ProductView\"\xa2\x04\n\x17RecordEmailEventRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x37\n\nevent_type\x18\x05 \x01(\x0e\x32#.topmail.tracking.v1.EmailEventType\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12\x12\n\nuser_agent\x18\x08 \x01(\t\x12\x13\n\x0bhttp_method\x18\t \x01(\t\x12Y\n\x0frequest_headers\x18\n \x03(\x0b\x32@.topmail.tracking.v1.RecordEmailEventRequest.RequestHeadersEntry\x12\x10\n\x08link_url\x18\x0b \x01(\t\x12\x0f\n\x07link_id\x18\x0c \x01(\t\x12\x15\n\rhoneypot_link\x18\r \x01(\x08\x12\x30\n\x0c\x64\x65livered_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\x1a\x35\n\x13RequestHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x18RecordEmailEventResponse\x12\x34\n\x0b\x65mail_event\x18\x01 \x01(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12\x37\n\x0e\x63reated_events\x18\x02 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12<\n\x13reclassified_events\x18\x03 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\"\xb3\x02\n\x16ListEmailEventsRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x37\n\nevent_type\x18\x04 \x01(\x0e\x32#.topmail.tracking.v1.EmailEventType\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06is_bot\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\tB\t\n\x07_is_bot\"i\n\x17ListEmailEventsResponse\x12\x35\n\x0c\x65mail_events\x18\x01 \x03(\x0b\x32\x1f.topmail.tracking.v1.EmailEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Z\n\x19GetEngagementStatsRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x14\n\x0cinclude_bots\x18\x03 \x01(\x08\"\x81\x02\n\x1aGetEngagementStatsResponse\x12\x35\n\x05human\x18\x01 \x01(\x0b\x32&.topmail.tracking.v1.EngagementFigures\x12\x17\n\x0f\x61pple_mpp_opens\x18\x02 \x01(\x03\x12\x1e\n\x16\x61pple_mpp_unique_opens\x18\x03 \x01(\x03\x12\x39\n\twith_bots\x18\x04 \x01(\x0b\x32&.topmail.tracking.v1.EngagementFigures\x12\x38\n\rbot_breakdown\x18\x05 \x03(\x0b\x32!.topmail.tracking.v1.BotTypeCount\"r\n\x16InstrumentEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x0c\n\x04html\x18\x05 \x01(\t\"8\n\x10InstrumentedLink\x12\x0f\n\x07link_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\",\n\x0cRejectedLink\x12\x0c\n\x04href\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\x17InstrumentEmailResponse\x12\x0c\n\x04html\x18\x01 \x01(\t\x12\x34\n\x05links\x18\x02 \x03(\x0b\x32%.topmail.tracking.v1.InstrumentedLink\x12\x39\n\x0erejected_links\x18\x03 \x03(\x0b\x32!.topmail.tracking.v1.RejectedLink\"\xdc\x02\n\x0bTrackingHit\x12\r\n\x05token\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x08 \x01(\x0e\x32$.topmail.tracking.v1.TrackingHitKind\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12\x13\n\x0bhttp_method\x18\x05 \x01(\t\x12M\n\x0frequest_headers\x18\x06 \x03(\x0b\x32\x34.topmail.tracking.v1.TrackingHit.RequestHeadersEntry\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x1a\x35\n\x13RequestHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x19RecordTrackingHitsRequest\x12.\n\x04hits\x18\x01 \x03(\x0b\x32 .topmail.tracking.v1.TrackingHit\"O\n\x11TrackingHitResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x16\n\x0e\x65mail_event_id\x18\x02 \x01(\t\"U\n\x1aRecordTrackingHitsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.topmail.tracking.v1.TrackingHitResult\"\xdc\x01\n\x17ListProductViewsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x19\n\x11\x64istinct_products\x18\x03 \x01(\x08\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"l\n\x18ListProductViewsResponse\x12\x37\n\rproduct_views\x18\x01 \x03(\x0b\x32 .topmail.tracking.v1.ProductView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8d\x01\n\x0fTrackingHitKind\x12!\n\x1dTRACKING_HIT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16TRACKING_HIT_KIND_OPEN\x10\x01\x12\x1b\n\x17TRACKING_HIT_KIND_CLICK\x10\x02\x12\x1e\n\x1aTRACKING_HIT_KIND_HONEYPOT\x10\x03\x32\x93\x08\n\x0fTrackingService\x12\x96\x01\n\x10TrackProductView\x12,.topmail.tracking.v1.TrackProductViewRequest\x1a-.topmail.tracking.v1.TrackProductViewResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/track/product-view:\x01*\x12\x89\x01\n\x10ListProductViews\x12,.topmail.tracking.v1.ListProductViewsRequest\x1a-.topmail.tracking.v1.ListProductViewsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/productViews\x12\x8b\x01\n\x10RecordEmailEvent\x12,.topmail.tracking.v1.RecordEmailEventRequest\x1a-.topmail.tracking.v1.RecordEmailEventResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/emailEvents:\x01*\x12\x85\x01\n\x0fListEmailEvents\x12+.topmail.tracking.v1.ListEmailEventsRequest\x1a,.topmail.tracking.v1.ListEmailEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/emailEvents\x12\x92\x01\n\x12GetEngagementStats\x12..topmail.tracking.v1.GetEngagementStatsRequest\x1a/.topmail.tracking.v1.GetEngagementStatsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/engagementStats\x12\x8e\x01\n\x0fInstrumentEmail\x12+.topmail.tracking.v1.InstrumentEmailRequest\x1a,.topmail.tracking.v1.InstrumentEmailResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/emails:instrument:\x01*\x12\x9e\x01\n\x12RecordTrackingHits\x12..topmail.tracking.v1.RecordTrackingHitsRequest\x1a/.topmail.tracking.v1.RecordTrackingHitsResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/trackingHits:batchRecord:\x01*B\xbe\x01\n\x17\x64\x65v.topmail.tracking.v1B\x14TrackingServiceProtoP\x01ZAgithub.com/topmail/tracking/gen/go/topmail/tracking/v1;trackingv1\xa2\x02\x03TTR\xaa\x02\x13TopMail.Tracking.V1\xca\x02\x13TopMail\\Tracking\\V1\xea\x02\x15TopMail::Tracking::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,44 +42,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEMAILEVENTREQUEST_REQUESTHEADERSENTRY']._serialized_options = b'8\001'
   _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._loaded_options = None
   _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_TRACKINGHITKIND']._serialized_start=3096
-  _globals['_TRACKINGHITKIND']._serialized_end=3237
-  _globals['_TRACKPRODUCTVIEWREQUEST']._serialized_start=230
-  _globals['_TRACKPRODUCTVIEWREQUEST']._serialized_end=518
-  _globals['_TRACKPRODUCTVIEWRESPONSE']._serialized_start=520
-  _globals['_TRACKPRODUCTVIEWRESPONSE']._serialized_end=602
-  _globals['_RECORDEMAILEVENTREQUEST']._serialized_start=605
-  _globals['_RECORDEMAILEVENTREQUEST']._serialized_end=1151
-  _globals['_RECORDEMAILEVENTREQUEST_REQUESTHEADERSENTRY']._serialized_start=1098
-  _globals['_RECORDEMAILEVENTREQUEST_REQUESTHEADERSENTRY']._serialized_end=1151
-  _globals['_RECORDEMAILEVENTRESPONSE']._serialized_start=1154
-  _globals['_RECORDEMAILEVENTRESPONSE']._serialized_end=1353
-  _globals['_LISTEMAILEVENTSREQUEST']._serialized_start=1356
-  _globals['_LISTEMAILEVENTSREQUEST']._serialized_end=1663
-  _globals['_LISTEMAILEVENTSRESPONSE']._serialized_start=1665
-  _globals['_LISTEMAILEVENTSRESPONSE']._serialized_end=1770
-  _globals['_GETENGAGEMENTSTATSREQUEST']._serialized_start=1772
-  _globals['_GETENGAGEMENTSTATSREQUEST']._serialized_end=1862
-  _globals['_GETENGAGEMENTSTATSRESPONSE']._serialized_start=1865
-  _globals['_GETENGAGEMENTSTATSRESPONSE']._serialized_end=2122
-  _globals['_INSTRUMENTEMAILREQUEST']._serialized_start=2124
-  _globals['_INSTRUMENTEMAILREQUEST']._serialized_end=2238
-  _globals['_INSTRUMENTEDLINK']._serialized_start=2240
-  _globals['_INSTRUMENTEDLINK']._serialized_end=2296
-  _globals['_REJECTEDLINK']._serialized_start=2298
-  _globals['_REJECTEDLINK']._serialized_end=2342
-  _globals['_INSTRUMENTEMAILRESPONSE']._serialized_start=2345
-  _globals['_INSTRUMENTEMAILRESPONSE']._serialized_end=2497
-  _globals['_TRACKINGHIT']._serialized_start=2500
-  _globals['_TRACKINGHIT']._serialized_end=2848
-  _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._serialized_start=1098
-  _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._serialized_end=1151
-  _globals['_RECORDTRACKINGHITSREQUEST']._serialized_start=2850
-  _globals['_RECORDTRACKINGHITSREQUEST']._serialized_end=2925
-  _globals['_TRACKINGHITRESULT']._serialized_start=2927
-  _globals['_TRACKINGHITRESULT']._serialized_end=3006
-  _globals['_RECORDTRACKINGHITSRESPONSE']._serialized_start=3008
-  _globals['_RECORDTRACKINGHITSRESPONSE']._serialized_end=3093
-  _globals['_TRACKINGSERVICE']._serialized_start=3240
-  _globals['_TRACKINGSERVICE']._serialized_end=3941
+  _globals['_TRACKINGSERVICE'].methods_by_name['TrackProductView']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['TrackProductView']._serialized_options = b'\202\323\344\223\002\037\"\032/api/v1/track/product-view:\001*'
+  _globals['_TRACKINGSERVICE'].methods_by_name['ListProductViews']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['ListProductViews']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/productViews'
+  _globals['_TRACKINGSERVICE'].methods_by_name['RecordEmailEvent']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['RecordEmailEvent']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/emailEvents:\001*'
+  _globals['_TRACKINGSERVICE'].methods_by_name['ListEmailEvents']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['ListEmailEvents']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/emailEvents'
+  _globals['_TRACKINGSERVICE'].methods_by_name['GetEngagementStats']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['GetEngagementStats']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/engagementStats'
+  _globals['_TRACKINGSERVICE'].methods_by_name['InstrumentEmail']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['InstrumentEmail']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/emails:instrument:\001*'
+  _globals['_TRACKINGSERVICE'].methods_by_name['RecordTrackingHits']._loaded_options = None
+  _globals['_TRACKINGSERVICE'].methods_by_name['RecordTrackingHits']._serialized_options = b'\202\323\344\223\002!\"\034/v1/trackingHits:batchRecord:\001*'
+  _globals['_TRACKINGHITKIND']._serialized_start=3459
+  _globals['_TRACKINGHITKIND']._serialized_end=3600
+  _globals['_TRACKPRODUCTVIEWREQUEST']._serialized_start=260
+  _globals['_TRACKPRODUCTVIEWREQUEST']._serialized_end=548
+  _globals['_TRACKPRODUCTVIEWRESPONSE']._serialized_start=550
+  _globals['_TRACKPRODUCTVIEWRESPONSE']._serialized_end=632
+  _globals['_RECORDEMAILEVENTREQUEST']._serialized_start=635
+  _globals['_RECORDEMAILEVENTREQUEST']._serialized_end=1181
+  _globals['_RECORDEMAILEVENTREQUEST_REQUESTHEADERSENTRY']._serialized_start=1128
+  _globals['_RECORDEMAILEVENTREQUEST_REQUESTHEADERSENTRY']._serialized_end=1181
+  _globals['_RECORDEMAILEVENTRESPONSE']._serialized_start=1184
+  _globals['_RECORDEMAILEVENTRESPONSE']._serialized_end=1383
+  _globals['_LISTEMAILEVENTSREQUEST']._serialized_start=1386
+  _globals['_LISTEMAILEVENTSREQUEST']._serialized_end=1693
+  _globals['_LISTEMAILEVENTSRESPONSE']._serialized_start=1695
+  _globals['_LISTEMAILEVENTSRESPONSE']._serialized_end=1800
+  _globals['_GETENGAGEMENTSTATSREQUEST']._serialized_start=1802
+  _globals['_GETENGAGEMENTSTATSREQUEST']._serialized_end=1892
+  _globals['_GETENGAGEMENTSTATSRESPONSE']._serialized_start=1895
+  _globals['_GETENGAGEMENTSTATSRESPONSE']._serialized_end=2152
+  _globals['_INSTRUMENTEMAILREQUEST']._serialized_start=2154
+  _globals['_INSTRUMENTEMAILREQUEST']._serialized_end=2268
+  _globals['_INSTRUMENTEDLINK']._serialized_start=2270
+  _globals['_INSTRUMENTEDLINK']._serialized_end=2326
+  _globals['_REJECTEDLINK']._serialized_start=2328
+  _globals['_REJECTEDLINK']._serialized_end=2372
+  _globals['_INSTRUMENTEMAILRESPONSE']._serialized_start=2375
+  _globals['_INSTRUMENTEMAILRESPONSE']._serialized_end=2527
+  _globals['_TRACKINGHIT']._serialized_start=2530
+  _globals['_TRACKINGHIT']._serialized_end=2878
+  _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._serialized_start=1128
+  _globals['_TRACKINGHIT_REQUESTHEADERSENTRY']._serialized_end=1181
+  _globals['_RECORDTRACKINGHITSREQUEST']._serialized_start=2880
+  _globals['_RECORDTRACKINGHITSREQUEST']._serialized_end=2955
+  _globals['_TRACKINGHITRESULT']._serialized_start=2957
+  _globals['_TRACKINGHITRESULT']._serialized_end=3036
+  _globals['_RECORDTRACKINGHITSRESPONSE']._serialized_start=3038
+  _globals['_RECORDTRACKINGHITSRESPONSE']._serialized_end=3123
+  _globals['_LISTPRODUCTVIEWSREQUEST']._serialized_start=3126
+  _globals['_LISTPRODUCTVIEWSREQUEST']._serialized_end=3346
+  _globals['_LISTPRODUCTVIEWSRESPONSE']._serialized_start=3348
+  _globals['_LISTPRODUCTVIEWSRESPONSE']._serialized_end=3456
+  _globals['_TRACKINGSERVICE']._serialized_start=3603
+  _globals['_TRACKINGSERVICE']._serialized_end=4646
 # @@protoc_insertion_point(module_scope)

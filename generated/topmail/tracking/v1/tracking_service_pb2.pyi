@@ -805,3 +805,83 @@ class RecordTrackingHitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordTrackingHitsResponse: _TypeAlias = RecordTrackingHitsResponse  # noqa: Y015
+
+@_typing.final
+class ListProductViewsRequest(_message.Message):
+    """Request of `TrackingService.ListProductViews`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    DISTINCT_PRODUCTS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The contact's e-mail address. Required when `contact_id` is empty."""
+    contact_id: _builtins.str
+    """The contact's UUID. Required when `email` is empty."""
+    distinct_products: _builtins.bool
+    """Whether to list only the newest view of each product."""
+    page_size: _builtins.int
+    """Maximum number of views to return, 0 to 500; 0 means 50."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, or empty for the first page.
+    Valid only with the same contact and filters.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only views at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Only views before this time."""
+
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        distinct_products: _builtins.bool = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "distinct_products", b"distinct_products", "email", b"email", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductViewsRequest: _TypeAlias = ListProductViewsRequest  # noqa: Y015
+
+@_typing.final
+class ListProductViewsResponse(_message.Message):
+    """Response of `TrackingService.ListProductViews`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_VIEWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page, or empty when this is the last page."""
+    @_builtins.property
+    def product_views(self) -> _containers.RepeatedCompositeFieldContainer[_product_view_pb2.ProductView]:
+        """The views of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        product_views: _abc.Iterable[_product_view_pb2.ProductView] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "product_views", b"product_views"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductViewsResponse: _TypeAlias = ListProductViewsResponse  # noqa: Y015

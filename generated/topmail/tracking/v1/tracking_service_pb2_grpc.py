@@ -34,6 +34,13 @@ class TrackingServiceStub:
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     def __init__(self, channel):
@@ -46,6 +53,11 @@ class TrackingServiceStub:
                 '/topmail.tracking.v1.TrackingService/TrackProductView',
                 request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.SerializeToString,
                 response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.FromString,
+                _registered_method=True)
+        self.ListProductViews = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/ListProductViews',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsResponse.FromString,
                 _registered_method=True)
         self.RecordEmailEvent = channel.unary_unary(
                 '/topmail.tracking.v1.TrackingService/RecordEmailEvent',
@@ -83,6 +95,13 @@ class TrackingServiceServicer:
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     def TrackProductView(self, request, context):
@@ -100,6 +119,19 @@ class TrackingServiceServicer:
         With an `idempotency_key`, a retry with the same key and content returns
         the view stored by the first call and stores nothing new, so the call is
         safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProductViews(self, request, context):
+        """Lists a contact's product views, newest first (by `viewed_at`, then by
+        id). With `distinct_products`, only the newest view of each product is
+        listed: the "recently viewed" block of an e-mail.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+        page size, a malformed page token or an invalid filter, and NOT_FOUND
+        (CONTACT_NOT_FOUND) for an unknown contact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,6 +227,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.FromString,
                     response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.SerializeToString,
             ),
+            'ListProductViews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProductViews,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsResponse.SerializeToString,
+            ),
             'RecordEmailEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordEmailEvent,
                     request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.FromString,
@@ -237,6 +274,13 @@ class TrackingService:
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     @staticmethod
@@ -256,6 +300,33 @@ class TrackingService:
             '/topmail.tracking.v1.TrackingService/TrackProductView',
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewRequest.SerializeToString,
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.TrackProductViewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProductViews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/ListProductViews',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListProductViewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,13 @@ class TrackingServiceStub:
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     @_typing.overload
@@ -56,6 +63,15 @@ class TrackingServiceStub:
     With an `idempotency_key`, a retry with the same key and content returns
     the view stored by the first call and stores nothing new, so the call is
     safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
+    """
+    ListProductViews: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.ListProductViewsRequest, _tracking_service_pb2.ListProductViewsResponse]
+    """Lists a contact's product views, newest first (by `viewed_at`, then by
+    id). With `distinct_products`, only the newest view of each product is
+    listed: the "recently viewed" block of an e-mail.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+    page size, a malformed page token or an invalid filter, and NOT_FOUND
+    (CONTACT_NOT_FOUND) for an unknown contact.
     """
     RecordEmailEvent: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventRequest, _tracking_service_pb2.RecordEmailEventResponse]
     """Records one delivery, open or click of a message to a contact and
@@ -130,6 +146,13 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -148,6 +171,15 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     With an `idempotency_key`, a retry with the same key and content returns
     the view stored by the first call and stores nothing new, so the call is
     safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
+    """
+    ListProductViews: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.ListProductViewsRequest, _tracking_service_pb2.ListProductViewsResponse]  # type: ignore[assignment]
+    """Lists a contact's product views, newest first (by `viewed_at`, then by
+    id). With `distinct_products`, only the newest view of each product is
+    listed: the "recently viewed" block of an e-mail.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+    page size, a malformed page token or an invalid filter, and NOT_FOUND
+    (CONTACT_NOT_FOUND) for an unknown contact.
     """
     RecordEmailEvent: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventRequest, _tracking_service_pb2.RecordEmailEventResponse]  # type: ignore[assignment]
     """Records one delivery, open or click of a message to a contact and
@@ -221,6 +253,13 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
     (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+
+    The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
+    gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
+    these paths only `POST /api/v1/track/product-view` is served today, by the
+    tracking gateway (`topmail-tracking gateway`), and its JSON body differs
+    from the transcoded one: `price` is a decimal number with a separate
+    `currency` field, and the reply is `{"data": {...}}`.
     """
 
     @_abc_1.abstractmethod
@@ -243,6 +282,21 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         With an `idempotency_key`, a retry with the same key and content returns
         the view stored by the first call and stores nothing new, so the call is
         safe to retry after UNAVAILABLE or DEADLINE_EXCEEDED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProductViews(
+        self,
+        request: _tracking_service_pb2.ListProductViewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.ListProductViewsResponse, _abc.Awaitable[_tracking_service_pb2.ListProductViewsResponse]]:
+        """Lists a contact's product views, newest first (by `viewed_at`, then by
+        id). With `distinct_products`, only the newest view of each product is
+        listed: the "recently viewed" block of an e-mail.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a negative or too large
+        page size, a malformed page token or an invalid filter, and NOT_FOUND
+        (CONTACT_NOT_FOUND) for an unknown contact.
         """
 
     @_abc_1.abstractmethod
