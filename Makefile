@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 PROTO_FILES := $(sort $(wildcard protos/topmail/tracking/v1/*.proto))
 
 .PHONY: install run serve migrate generate check-generated lint typecheck test ci clean
+.PHONY: node-modules contract-workspace contract-lint contract-breaking contract-release descriptors
 
 install: $(STAMP)
 
@@ -73,7 +74,68 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-ci: check-generated lint typecheck test
+# Contract checks for the teams that generate clients from protos/. buf and the Node.js client
+# test come from tests/contract/package-lock.json (npm ci, pinned); buf cannot reach the Buf
+# Schema Registry, so the googleapis files that protos/ imports come from the installed
+# googleapis-common-protos package. PROTOS_DIR and CONTRACT_WORKSPACE let the tests check a copy.
+CONTRACT_NODE_DIR := tests/contract
+NODE_MODULES_STAMP := $(CONTRACT_NODE_DIR)/node_modules/.npm-ci-done
+BUF := $(CURDIR)/$(CONTRACT_NODE_DIR)/node_modules/.bin/buf
+BUF_CONFIG := $(CURDIR)/.ci/contract/buf.yaml
+# buf image (JSON) of the last released contract; contract-breaking compares protos/ with it.
+RELEASED_CONTRACT := protos/releases/contract.json
+PROTOS_DIR ?= protos
+CONTRACT_WORKSPACE ?= var/contract/workspace
+DESCRIPTOR_SET ?= var/descriptors/topmail-tracking.binpb
+GOOGLEAPIS_PROTOS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/type/money.proto
+SITE_PACKAGES = $$($(PY) -c 'import google.type.money_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])')
+WELL_KNOWN_PROTOS = $$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+
+# npm ci runs again only when package-lock.json changes, so later runs need no network. Install
+# scripts are skipped: buf's launcher finds its platform binary (an optional dependency) without
+# one, and protobufjs's only prints version warnings.
+node-modules: $(NODE_MODULES_STAMP)
+
+$(NODE_MODULES_STAMP): $(CONTRACT_NODE_DIR)/package-lock.json
+	cd $(CONTRACT_NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# The folder buf runs in (see .ci/contract/buf.yaml): a link to PROTOS_DIR and the imported
+# googleapis files.
+contract-workspace: $(STAMP) $(NODE_MODULES_STAMP)
+	rm -rf $(CONTRACT_WORKSPACE)
+	mkdir -p $(CONTRACT_WORKSPACE)/googleapis
+	ln -s $(abspath $(PROTOS_DIR)) $(CONTRACT_WORKSPACE)/protos
+	tar -C "$(SITE_PACKAGES)" -cf - $(GOOGLEAPIS_PROTOS) | tar -C $(CONTRACT_WORKSPACE)/googleapis -xf -
+
+contract-lint: contract-workspace
+	cd $(CONTRACT_WORKSPACE) && $(BUF) lint --config $(BUF_CONFIG) .
+
+# Fails when PROTOS_DIR breaks the released contract (buf's FILE rules). A breaking change goes
+# into a new package version next to the released one, which the check treats as new files.
+contract-breaking: contract-workspace
+	cd $(CONTRACT_WORKSPACE) && $(BUF) build --config $(BUF_CONFIG) . --path protos/topmail -o current.binpb
+	@cd $(CONTRACT_WORKSPACE) && $(BUF) breaking current.binpb --config $(BUF_CONFIG) \
+		--against $(abspath $(RELEASED_CONTRACT)) || { \
+		echo "$(PROTOS_DIR) breaks the released contract $(RELEASED_CONTRACT) (listed above): undo the change," \
+			"or make it in a new package version such as topmail.tracking.v2" >&2; exit 1; }
+
+# Run at a release: records protos/ as the released contract. Commit the result.
+contract-release: contract-workspace
+	cd $(CONTRACT_WORKSPACE) && $(BUF) build --config $(BUF_CONFIG) . --path protos/topmail \
+		--exclude-source-info -o released.json
+	mkdir -p $(dir $(RELEASED_CONTRACT))
+	$(PY) -m json.tool --indent 1 $(CONTRACT_WORKSPACE)/released.json $(RELEASED_CONTRACT)
+
+# A FileDescriptorSet of the whole API with its imports and comments, for tools such as
+# Envoy's gRPC-JSON transcoder (proto_descriptor). Built with protoc from grpcio-tools.
+descriptors: $(STAMP)
+	mkdir -p $(dir $(DESCRIPTOR_SET))
+	$(PY) -m grpc_tools.protoc -I $(PROTOS_DIR) -I "$(WELL_KNOWN_PROTOS)" -I "$(SITE_PACKAGES)" \
+		--include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR_SET) \
+		$(sort $(shell find $(PROTOS_DIR)/topmail -name '*.proto'))
+
+ci: check-generated lint typecheck contract-lint contract-breaking test
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
