@@ -135,6 +135,15 @@ descriptors: $(STAMP)
 		--include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR_SET) \
 		$(sort $(shell find $(PROTOS_DIR)/topmail -name '*.proto'))
 
+# Measures the service on 127.0.0.1 against a no-op gRPC server and nginx and prints one table
+# (docs/benchmarks.md). Takes about 10 minutes. Installs h2load, wrk and nginx with apt-get when
+# they are missing, and creates and drops a bench_* database on BENCH_POSTGRES_URL (default the
+# local PostgreSQL). Pass options with BENCH_ARGS, such as BENCH_ARGS=--quick for a smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	bench/install-tools
+	$(PY) -m bench $(BENCH_ARGS)
+
 ci: check-generated lint typecheck contract-lint contract-breaking test
 
 clean:

@@ -117,42 +117,20 @@ class ServiceBinder:
         self, rpc_name: str, implementation: ServicerMethod, authenticator: CallerAuthenticator
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            started = time.perf_counter()
-            call_id = uuid.uuid4().hex
-            outcome = "UNKNOWN"
-            workspace: list[uuid.UUID] = []
+            record = _CallRecord(rpc_name)
             try:
-                response = await self._run(implementation, authenticator, request, context, workspace)
-                outcome = grpc.StatusCode.OK.name
+                response = await self._run(implementation, authenticator, request, context, record)
+                record.outcome = grpc.StatusCode.OK.name
                 return response
             except grpc.aio.AbortError:
                 raise
-            except TrackingError as error:
-                mapping = mapping_for(error)
-                outcome = mapping.grpc_code.name
-                await _abort(context, error_status(error, mapping))
-            except TimeoutError:
-                outcome = grpc.StatusCode.DEADLINE_EXCEEDED.name
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call finished")
             except asyncio.CancelledError:
-                outcome = grpc.StatusCode.CANCELLED.name
+                record.outcome = grpc.StatusCode.CANCELLED.name
                 raise
-            except Exception:
-                outcome = grpc.StatusCode.INTERNAL.name
-                logger.exception("unexpected error in call", extra={"rpc": rpc_name, "call_id": call_id})
-                await _abort(context, internal_status(call_id))
+            except Exception as error:
+                await record.fail(context, error)
             finally:
-                logger.info(
-                    "rpc finished",
-                    extra={
-                        "rpc": rpc_name,
-                        "code": outcome,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "workspace_id": str(workspace[0]) if workspace else None,
-                        "call_id": call_id,
-                        "peer": context.peer(),
-                    },
-                )
+                record.log(context)
             raise AssertionError("abort returned")  # pragma: no cover - context.abort always raises
 
         return call
@@ -163,50 +141,26 @@ class ServiceBinder:
         """Wrap a server-streaming method, an async generator that takes (caller id, request)."""
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
-            started = time.perf_counter()
-            call_id = uuid.uuid4().hex
-            outcome = "UNKNOWN"
-            sent = 0
-            caller: uuid.UUID | None = None
+            record = _CallRecord(rpc_name, messages=0)
             try:
                 token = _bearer_token(context)
-                caller = await asyncio.get_running_loop().run_in_executor(
+                record.caller = await asyncio.get_running_loop().run_in_executor(
                     self._executor, authenticator.authenticate, token
                 )
-                if isinstance(request, MalformedRequest):
-                    raise ValidationFailed(
-                        [FieldViolation("", f"the request is not a valid {request.message_name} message")]
-                    )
-                async for message in implementation(caller, request):
+                _reject_malformed(request)
+                async for message in implementation(record.caller, request):
                     yield message
-                    sent += 1
-                outcome = grpc.StatusCode.OK.name
+                    record.messages = (record.messages or 0) + 1
+                record.outcome = grpc.StatusCode.OK.name
             except grpc.aio.AbortError:
                 raise
-            except TrackingError as error:
-                mapping = mapping_for(error)
-                outcome = mapping.grpc_code.name
-                await _abort(context, error_status(error, mapping))
             except asyncio.CancelledError:
-                outcome = grpc.StatusCode.CANCELLED.name
+                record.outcome = grpc.StatusCode.CANCELLED.name
                 raise
-            except Exception:
-                outcome = grpc.StatusCode.INTERNAL.name
-                logger.exception("unexpected error in call", extra={"rpc": rpc_name, "call_id": call_id})
-                await _abort(context, internal_status(call_id))
+            except Exception as error:
+                await record.fail(context, error)
             finally:
-                logger.info(
-                    "rpc finished",
-                    extra={
-                        "rpc": rpc_name,
-                        "code": outcome,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "workspace_id": str(caller) if caller else None,
-                        "call_id": call_id,
-                        "peer": context.peer(),
-                        "messages": sent,
-                    },
-                )
+                record.log(context)
 
         return call
 
@@ -216,7 +170,7 @@ class ServiceBinder:
         authenticator: CallerAuthenticator,
         request: Any,
         context: grpc.aio.ServicerContext[Any, Any],
-        workspace: list[uuid.UUID],
+        record: _CallRecord,
     ) -> Message:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
@@ -225,16 +179,60 @@ class ServiceBinder:
         loop = asyncio.get_running_loop()
 
         def authenticate_and_call() -> Message:
-            workspace_id = authenticator.authenticate(token)
-            workspace.append(workspace_id)
-            if isinstance(request, MalformedRequest):
-                raise ValidationFailed(
-                    [FieldViolation("", f"the request is not a valid {request.message_name} message")]
-                )
-            return implementation(workspace_id, request)
+            record.caller = authenticator.authenticate(token)
+            _reject_malformed(request)
+            return implementation(record.caller, request)
 
         future = loop.run_in_executor(self._executor, authenticate_and_call)
         return await asyncio.wait_for(future, timeout=remaining)
+
+
+class _CallRecord:
+    """What the log line of one call reports, filled in while the call runs."""
+
+    def __init__(self, rpc_name: str, messages: int | None = None) -> None:
+        self.rpc_name = rpc_name
+        self.call_id = uuid.uuid4().hex
+        self.started = time.perf_counter()
+        self.outcome = "UNKNOWN"
+        self.caller: uuid.UUID | None = None
+        self.messages = messages
+
+    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
+        """Abort the call with the status of the error; log it when it is a bug."""
+        if isinstance(error, TrackingError):
+            mapping = mapping_for(error)
+            self.outcome = mapping.grpc_code.name
+            await _abort(context, error_status(error, mapping))
+        elif isinstance(error, TimeoutError):
+            self.outcome = grpc.StatusCode.DEADLINE_EXCEEDED.name
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call finished")
+        else:
+            self.outcome = grpc.StatusCode.INTERNAL.name
+            logger.error(
+                "unexpected error in call",
+                exc_info=error,
+                extra={"rpc": self.rpc_name, "call_id": self.call_id},
+            )
+            await _abort(context, internal_status(self.call_id))
+
+    def log(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        fields: dict[str, object] = {
+            "rpc": self.rpc_name,
+            "code": self.outcome,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "workspace_id": str(self.caller) if self.caller else None,
+            "call_id": self.call_id,
+            "peer": context.peer(),
+        }
+        if self.messages is not None:
+            fields["messages"] = self.messages
+        logger.info("rpc finished", extra=fields)
+
+
+def _reject_malformed(request: object) -> None:
+    if isinstance(request, MalformedRequest):
+        raise ValidationFailed([FieldViolation("", f"the request is not a valid {request.message_name} message")])
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
