@@ -26,14 +26,17 @@ class SqliteSpool:
     def __init__(self, path: Path, max_hits: int) -> None:
         if max_hits < 1:
             raise ValueError(f"the spool must hold at least 1 hit, got {max_hits}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_hits = max_hits
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.execute(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise ValueError(f"cannot open the spool {path} (--spool-path): {error}") from error
 
     def add(self, hits: list[tuple[str, bytes]]) -> list[str]:
         """Store hits by key and return the keys that did not fit; a key already stored is kept once."""
@@ -47,7 +50,7 @@ class SqliteSpool:
                 )
                 self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                self._rollback()
                 raise
         return [key for key, _ in rejected]
 
@@ -66,7 +69,7 @@ class SqliteSpool:
                 self._connection.executemany("DELETE FROM spooled_hits WHERE hit_key = ?", [(key,) for key in keys])
                 self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     def count_attempt(self, keys: list[str]) -> None:
@@ -79,8 +82,13 @@ class SqliteSpool:
                 )
                 self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        # A failed BEGIN leaves no transaction open, and ROLLBACK would hide the real error.
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
 
     def __len__(self) -> int:
         with self._lock:

@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from server.domain.classification import BotType, EmailEventType
 from server.domain.email_events import TimestampInput, check_timestamp
@@ -129,8 +129,8 @@ def decode_page_token(token: str, filter_digest: str) -> PagePosition | None:
         return None
     occurred_at, event_id, digest = content
     try:
-        position = PagePosition(datetime.fromisoformat(occurred_at), uuid.UUID(event_id))
-    except ValueError:
+        position = PagePosition(datetime.fromisoformat(occurred_at).astimezone(UTC), uuid.UUID(event_id))
+    except (ValueError, OverflowError):
         return None
     if digest != filter_digest or position.occurred_at.tzinfo is None:
         return None

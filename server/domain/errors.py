@@ -30,7 +30,7 @@ class ValidationFailed(TrackingError):
     """One or more request fields are invalid; `violations` lists all of them."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        fields = ", ".join(violation.field for violation in violations)
+        fields = ", ".join(violation.field or "the request" for violation in violations)
         super().__init__(
             f"invalid request: {len(violations)} field violation(s) in {fields}",
             {"violation_count": str(len(violations))},

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.flow_triggers import (
     FlowTriggerType,
     StoredFlowTrigger,
@@ -51,7 +52,7 @@ class FlowTriggerFeed:
         violations.raise_if_any()
         assert after is not None
 
-        if not cursor and group is not None:
+        if after == 0 and group is not None:
             after = self._triggers.acknowledged_position(workspace_id, group) or 0
         known_types = frozenset(kind for kind in trigger_types if kind is not None)
         return FeedStart(after_position=after, trigger_types=known_types)
@@ -70,6 +71,11 @@ class FlowTriggerFeed:
         assert group is not None
         assert position is not None
 
+        newest = self._triggers.newest_position(workspace_id)
+        if position > newest:
+            raise ValidationFailed(
+                [FieldViolation("cursor", f"is beyond the newest trigger, whose cursor is {newest}")]
+            )
         return self._triggers.acknowledge(workspace_id, group, position, self._clock())
 
     def prune(self, retention: timedelta) -> dict[uuid.UUID, int]:

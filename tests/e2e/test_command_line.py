@@ -223,3 +223,23 @@ def test_newer_schema_is_not_told_to_migrate(empty_database_url: str, tmp_path: 
 
     assert result.returncode == 3
     assert "a newer version migrated it" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--trigger-pruning-interval-seconds", "0"),
+        ("--trigger-retention-hours", "-1"),
+        ("--trigger-retention-hours", "inf"),
+    ],
+)
+def test_bad_pruning_setting_is_one_line_error(empty_database_url: str, tmp_path: Path, flag: str, value: str) -> None:
+    run_cli("migrate", database_url=empty_database_url, cwd=tmp_path)
+
+    result = run_cli(
+        "serve", "--grpc-listen", "127.0.0.1:0", flag, value, database_url=empty_database_url, cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert flag in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,6 +6,7 @@ import concurrent.futures
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -421,3 +422,95 @@ def test_streams_never_cross_workspaces(
     track(other_api, example_request())
 
     assert stream(api, open_streams).nothing_more()
+
+
+def test_consumer_leaving_mid_backlog_leaves_server_up(api: ApiCaller) -> None:
+    create_contact(api)
+    for index in range(130):
+        track(api, example_request(product_id=f"b-{index}"))
+    stub = flow_trigger_service_pb2_grpc.FlowTriggerServiceStub(api.channel)
+
+    for _ in range(5):
+        call = stub.StreamFlowTriggers(
+            flow_trigger_service_pb2.StreamFlowTriggersRequest(cursor="0"), metadata=api.metadata, timeout=30
+        )
+        next(iter(call))
+        call.cancel()  # type: ignore[no-untyped-call]
+    time.sleep(0.5)
+
+    assert track(api, example_request(product_id="after")).product_view.product_id == "after"
+
+
+def test_positions_never_reused_after_pruning(database_url: str, database_engine: Engine) -> None:
+    server = RunningServer.start(database_url, trigger_retention_hours=0.0, trigger_pruning_interval_seconds=0.2)
+    api = ApiCaller(server.address, create_workspace_key(database_engine))
+    streams: list[TriggerStream] = []
+    try:
+        create_contact(api)
+        for index in range(3):
+            track(api, example_request(product_id=f"first-{index}"))
+        first = stream(api, streams).take(3)
+        ack(api, "crm", first[-1].cursor)
+        time.sleep(1.0)
+        later = track(api, example_request(product_id="later")).product_view
+        resumed = stream(api, streams, consumer_group="crm").take(1)
+    finally:
+        for opened in streams:
+            opened.close()
+        api.close()
+        server.stop()
+
+    assert resumed[0].product_viewed.product_view_id == later.id
+    assert resumed[0].position > first[-1].position
+
+
+def test_concurrent_first_acks_keep_highest(api: ApiCaller) -> None:
+    create_contact(api)
+    for index in range(8):
+        track(api, example_request(product_id=f"a-{index}"))
+    reader = TriggerStream(api)
+    cursors = [trigger.cursor for trigger in reader.take(8)]
+    reader.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda cursor: ack(api, "racing", cursor), cursors))
+
+    assert ack(api, "racing", cursors[0]) == cursors[-1]
+
+
+def test_ack_beyond_newest_trigger_is_invalid(api: ApiCaller) -> None:
+    create_contact(api)
+    track(api, example_request())
+
+    with pytest.raises(grpc.RpcError) as caught:
+        ack(api, "ahead", "9223372036854775807")
+
+    error = unpack_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.violated_fields == ["cursor"]
+
+
+def test_zero_cursor_with_group_starts_after_ack(api: ApiCaller, open_streams: list[TriggerStream]) -> None:
+    create_contact(api)
+    for index in range(3):
+        track(api, example_request(product_id=f"z-{index}"))
+    everything = stream(api, open_streams).take(3)
+    ack(api, "zero", everything[1].cursor)
+
+    resumed = stream(api, open_streams, consumer_group="zero", cursor="0").take(1)
+
+    assert [trigger.id for trigger in resumed] == [everything[2].id]
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59.999999-23:59", "0001-01-01T00:00:00+23:59"])
+def test_page_token_with_overflowing_time_is_invalid(api: ApiCaller, moment: str) -> None:
+    import base64
+    import json
+
+    create_contact(api)
+    token = base64.urlsafe_b64encode(json.dumps([moment, str(uuid.uuid4()), "x"]).encode()).decode().rstrip("=")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        list_views(api, page_token=token)
+
+    assert unpack_error(caught.value).violated_fields == ["page_token"]

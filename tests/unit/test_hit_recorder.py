@@ -135,3 +135,27 @@ def test_spool_keeps_a_key_once(tmp_path: Path) -> None:
 def test_spool_needs_room(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1 hit"):
         SqliteSpool(tmp_path / "spool.sqlite3", 0)
+
+
+def test_unusable_spool_path_names_the_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    with pytest.raises(ValueError, match="--spool-path"):
+        SqliteSpool(blocker / "spool.sqlite3", 10)
+
+
+def test_full_spool_marks_recorder_unhealthy(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        recorder = HitRecorder(sink, SqliteSpool(tmp_path / "spool.sqlite3", 1), linger_seconds=0.001)
+        recorder.start()
+        for _ in range(3):
+            recorder.submit(hit())
+        await wait_until(lambda: recorder.counters.dropped == 2)
+
+        assert not recorder.healthy
+        await recorder.stop()
+
+    asyncio.run(scenario())

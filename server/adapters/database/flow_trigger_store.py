@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from server.adapters.database.repository import SqlStore
 from server.adapters.database.schema import FlowConsumerGroupRow, FlowTriggerRow
@@ -41,32 +43,41 @@ class SqlFlowTriggerStore:
                 )
             )
 
-    def acknowledge(self, workspace_id: uuid.UUID, consumer_group: str, position: int, now: datetime) -> int:
-        """Store the group's position unless a later one is stored; return the stored position."""
+    def newest_position(self, workspace_id: uuid.UUID) -> int:
+        """Return the position of the workspace's newest stored trigger, or 0 when it has none."""
         with self._store.transaction() as session:
-            # Locks the group's row on PostgreSQL, so concurrent acknowledgements never move it back.
-            current = session.scalar(
-                select(FlowConsumerGroupRow.position)
-                .where(FlowConsumerGroupRow.workspace_id == workspace_id, FlowConsumerGroupRow.name == consumer_group)
-                .with_for_update()
+            newest = session.scalar(
+                select(func.max(FlowTriggerRow.position)).where(FlowTriggerRow.workspace_id == workspace_id)
             )
-            if current is None:
-                session.execute(
-                    insert(FlowConsumerGroupRow).values(
-                        workspace_id=workspace_id, name=consumer_group, position=position, updated_at=now
-                    )
+            return int(newest or 0)
+
+    def acknowledge(self, workspace_id: uuid.UUID, consumer_group: str, position: int, now: datetime) -> int:
+        """Store the group's position unless a later one is stored; return the stored position.
+
+        One upsert statement, so concurrent first acknowledgements of a new group neither fail nor
+        move the position back.
+        """
+        with self._store.transaction() as session:
+            dialect = session.get_bind().dialect.name
+            upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            later = func.greatest if dialect == "postgresql" else func.max
+            statement = upsert(FlowConsumerGroupRow).values(
+                workspace_id=workspace_id, name=consumer_group, position=position, updated_at=now
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=[FlowConsumerGroupRow.workspace_id, FlowConsumerGroupRow.name],
+                set_={
+                    "position": later(FlowConsumerGroupRow.position, statement.excluded.position),
+                    "updated_at": now,
+                },
+            )
+            session.execute(statement)
+            stored = session.scalar(
+                select(FlowConsumerGroupRow.position).where(
+                    FlowConsumerGroupRow.workspace_id == workspace_id, FlowConsumerGroupRow.name == consumer_group
                 )
-                return position
-            if position > current:
-                session.execute(
-                    update(FlowConsumerGroupRow)
-                    .where(
-                        FlowConsumerGroupRow.workspace_id == workspace_id, FlowConsumerGroupRow.name == consumer_group
-                    )
-                    .values(position=position, updated_at=now)
-                )
-                return position
-            return current
+            )
+            return int(stored or 0)
 
     def prune_flow_triggers(self, created_before: datetime) -> dict[uuid.UUID, int]:
         """Delete triggers created before the time and acknowledged by every group of their workspace.

@@ -89,7 +89,12 @@ class FlowTriggerRow(Base):
     """The transactional outbox of flow triggers, in the order of `position`."""
 
     __tablename__ = "flow_triggers"
-    __table_args__ = (Index(None, "workspace_id", "position"), Index(None, "workspace_id", "subject_id"))
+    __table_args__ = (
+        Index(None, "workspace_id", "position"),
+        Index(None, "workspace_id", "subject_id"),
+        # Without AUTOINCREMENT, SQLite hands out the positions of pruned triggers again.
+        {"sqlite_autoincrement": True},
+    )
 
     # SQLite only auto-increments an INTEGER PRIMARY KEY, so the BIGINT is INTEGER there.
     position: Mapped[int] = mapped_column(

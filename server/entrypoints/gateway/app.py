@@ -234,8 +234,9 @@ class TrackingGateway:
             mapping = mapping_for(error)
             return await _send_json_error(send, mapping.http_status, mapping.reason, error.message, fields)
 
-        authorization = _first(_headers(scope), "authorization")
-        if authorization and not _is_metadata_value(authorization):
+        authorizations = _headers(scope).get("authorization", [])
+        authorization = authorizations[0] if len(authorizations) == 1 else ""
+        if len(authorizations) > 1 or (authorization and not _is_metadata_value(authorization)):
             # gRPC metadata takes printable ASCII only, and no API key is longer than this.
             return await _send_json_error(
                 send, HTTPStatus.UNAUTHORIZED, "API_KEY_INVALID", "invalid API key: it is malformed, unknown or revoked"

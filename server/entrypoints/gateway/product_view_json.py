@@ -42,7 +42,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
         document = json.loads(
             body, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicates
         )
-    except (ValueError, UnicodeDecodeError) as error:
+    except ValueError as error:
+        if "int_max_str_digits" in str(error):
+            raise InvalidJson("the body has a number with too many digits") from None
         raise InvalidJson(f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidJson("the body is nested too deeply") from None
@@ -92,7 +94,10 @@ def track_request(document: dict[str, Any]) -> tracking_service_pb2.TrackProduct
                 continue
             setattr(request, name, value)
         elif name not in ("price", "currency"):
-            violations.append(FieldViolation(name, "is not a field of a product view"))
+            # ascii() keeps a lone surrogate in the name out of the UTF-8 error body.
+            violations.append(
+                FieldViolation(name if _is_text(name) else ascii(name), "is not a field of a product view")
+            )
     currency = document.get("currency")
     if currency is not None and (not isinstance(currency, str) or not _is_text(currency)):
         violations.append(FieldViolation("currency", "must be a string such as USD"))

@@ -242,6 +242,8 @@ class HitRecorder:
             logger.warning("tracking hits spooled", extra={"hits": stored, "reason": reason[:200]})
         if dropped:
             self.counters.dropped += len(dropped)
+            self.last_failure = f"{len(dropped)} tracking hits dropped: the spool is full"
+            self._last_failure_at = asyncio.get_running_loop().time()
             logger.error(
                 "tracking hits dropped: the spool is full",
                 extra={"hits": len(dropped), "max_hits": self._spool.max_hits, "first_key": dropped[0]},
@@ -274,13 +276,14 @@ class HitRecorder:
             return False
         finished = []
         retried = []
+        stored = 0
         for (key, _, attempts), hit, result in zip(entries, hits, results, strict=True):
             if result.outcome is HitOutcome.RETRY and attempts + 1 < MAX_HIT_ATTEMPTS:
                 retried.append(key)
                 continue
             finished.append(key)
             if result.outcome is HitOutcome.STORED:
-                self.counters.replayed += 1
+                stored += 1
             elif result.outcome is HitOutcome.RETRY:
                 self.counters.dropped += 1
                 logger.error(
@@ -291,6 +294,8 @@ class HitRecorder:
                 self._log_rejected(hit, result.detail)
         await asyncio.to_thread(self._spool.count_attempt, retried)
         await asyncio.to_thread(self._spool.remove, finished)
+        # Counted only once the spool forgot them, so a failed removal cannot count them twice.
+        self.counters.replayed += stored
         logger.info(
             "spooled tracking hits replayed", extra={"hits": len(finished), "left": len(entries) - len(finished)}
         )

@@ -103,7 +103,13 @@ class GrpcApp:
 
 
 async def start_grpc_app(settings: Settings) -> GrpcApp:
-    """Check the schema, build the object graph and start listening; raise SchemaOutdated or OSError."""
+    """Check the schema, build the object graph and start listening; raise SchemaOutdated, OSError or ValueError."""
+    if not 0 <= settings.trigger_retention_hours < float("inf"):
+        raise ValueError(f"--trigger-retention-hours must be 0 or more, got {settings.trigger_retention_hours}")
+    if not 0 < settings.trigger_pruning_interval_seconds < float("inf"):
+        raise ValueError(
+            f"--trigger-pruning-interval-seconds must be more than 0, got {settings.trigger_pruning_interval_seconds}"
+        )
     engine = create_database_engine(
         settings.database_url, PoolSettings(size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     )

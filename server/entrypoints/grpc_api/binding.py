@@ -117,7 +117,7 @@ class ServiceBinder:
         self, rpc_name: str, implementation: ServicerMethod, authenticator: CallerAuthenticator
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            record = _CallRecord(rpc_name)
+            record = _CallRecord(rpc_name, context)
             try:
                 response = await self._run(implementation, authenticator, request, context, record)
                 record.outcome = grpc.StatusCode.OK.name
@@ -130,7 +130,7 @@ class ServiceBinder:
             except Exception as error:
                 await record.fail(context, error)
             finally:
-                record.log(context)
+                record.log()
             raise AssertionError("abort returned")  # pragma: no cover - context.abort always raises
 
         return call
@@ -141,7 +141,7 @@ class ServiceBinder:
         """Wrap a server-streaming method, an async generator that takes (caller id, request)."""
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
-            record = _CallRecord(rpc_name, messages=0)
+            record = _CallRecord(rpc_name, context, messages=0)
             try:
                 token = _bearer_token(context)
                 record.caller = await asyncio.get_running_loop().run_in_executor(
@@ -160,7 +160,7 @@ class ServiceBinder:
             except Exception as error:
                 await record.fail(context, error)
             finally:
-                record.log(context)
+                record.log()
 
         return call
 
@@ -190,8 +190,10 @@ class ServiceBinder:
 class _CallRecord:
     """What the log line of one call reports, filled in while the call runs."""
 
-    def __init__(self, rpc_name: str, messages: int | None = None) -> None:
+    def __init__(self, rpc_name: str, context: grpc.aio.ServicerContext[Any, Any], messages: int | None = None) -> None:
         self.rpc_name = rpc_name
+        # Read now: grpcio 1.85 crashes the process when a cancelled streaming call asks for its peer.
+        self.peer = context.peer()
         self.call_id = uuid.uuid4().hex
         self.started = time.perf_counter()
         self.outcome = "UNKNOWN"
@@ -216,14 +218,14 @@ class _CallRecord:
             )
             await _abort(context, internal_status(self.call_id))
 
-    def log(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def log(self) -> None:
         fields: dict[str, object] = {
             "rpc": self.rpc_name,
             "code": self.outcome,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
             "workspace_id": str(self.caller) if self.caller else None,
             "call_id": self.call_id,
-            "peer": context.peer(),
+            "peer": self.peer,
         }
         if self.messages is not None:
             fields["messages"] = self.messages

@@ -35,6 +35,8 @@ class FlowTriggerServicer:
 
     A stream reads the feed in batches. When it has caught up it polls every `poll_seconds`,
     which also picks up triggers that other server processes stored.
+    TODO: wake streams by PostgreSQL LISTEN/NOTIFY instead of polling, because every idle stream
+    costs a query per poll on the shared worker threads.
     """
 
     def __init__(

@@ -74,8 +74,10 @@ class FlowTriggerServiceServicer:
     def StreamFlowTriggers(self, request, context):
         """Streams the workspace's triggers after a cursor, in position order, then
         keeps the stream open and sends new triggers as they are stored (within
-        about a second). The stream ends when the client cancels it or its
-        deadline passes.
+        about a second). The stream ends when the client cancels it, its deadline
+        passes, or the server shuts down; in the last case it ends with OK after
+        the last trigger sent, and the consumer reconnects with that trigger's
+        cursor.
 
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a malformed cursor, an
         unknown trigger type or an invalid consumer group name.

@@ -47,8 +47,10 @@ class FlowTriggerServiceStub:
     StreamFlowTriggers: _grpc.UnaryStreamMultiCallable[_flow_trigger_service_pb2.StreamFlowTriggersRequest, _flow_trigger_service_pb2.StreamFlowTriggersResponse]
     """Streams the workspace's triggers after a cursor, in position order, then
     keeps the stream open and sends new triggers as they are stored (within
-    about a second). The stream ends when the client cancels it or its
-    deadline passes.
+    about a second). The stream ends when the client cancels it, its deadline
+    passes, or the server shuts down; in the last case it ends with OK after
+    the last trigger sent, and the consumer reconnects with that trigger's
+    cursor.
 
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a malformed cursor, an
     unknown trigger type or an invalid consumer group name.
@@ -81,8 +83,10 @@ class FlowTriggerServiceAsyncStub(FlowTriggerServiceStub):
     StreamFlowTriggers: _aio.UnaryStreamMultiCallable[_flow_trigger_service_pb2.StreamFlowTriggersRequest, _flow_trigger_service_pb2.StreamFlowTriggersResponse]  # type: ignore[assignment]
     """Streams the workspace's triggers after a cursor, in position order, then
     keeps the stream open and sends new triggers as they are stored (within
-    about a second). The stream ends when the client cancels it or its
-    deadline passes.
+    about a second). The stream ends when the client cancels it, its deadline
+    passes, or the server shuts down; in the last case it ends with OK after
+    the last trigger sent, and the consumer reconnects with that trigger's
+    cursor.
 
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a malformed cursor, an
     unknown trigger type or an invalid consumer group name.
@@ -118,8 +122,10 @@ class FlowTriggerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_flow_trigger_service_pb2.StreamFlowTriggersResponse], _abc.AsyncIterator[_flow_trigger_service_pb2.StreamFlowTriggersResponse]]:
         """Streams the workspace's triggers after a cursor, in position order, then
         keeps the stream open and sends new triggers as they are stored (within
-        about a second). The stream ends when the client cancels it or its
-        deadline passes.
+        about a second). The stream ends when the client cancels it, its deadline
+        passes, or the server shuts down; in the last case it ends with OK after
+        the last trigger sent, and the consumer reconnects with that trigger's
+        cursor.
 
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) for a malformed cursor, an
         unknown trigger type or an invalid consumer group name.
