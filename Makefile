@@ -63,8 +63,8 @@ check-generated: generate
 		{ echo "generated/ is stale or was edited: run 'make generate' and commit the result" >&2; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -136,9 +136,9 @@ descriptors: $(STAMP)
 		$(sort $(shell find $(PROTOS_DIR)/topmail -name '*.proto'))
 
 # Measures the service on 127.0.0.1 against a no-op gRPC server and nginx and prints one table
-# (docs/benchmarks.md). Takes about 10 minutes. Installs h2load, wrk and nginx with apt-get when
-# they are missing, and creates and drops a bench_* database on BENCH_POSTGRES_URL (default the
-# local PostgreSQL). Pass options with BENCH_ARGS, such as BENCH_ARGS=--quick for a smoke run.
+# (docs/benchmarks.md). Takes about 7 minutes on 2 cores. Installs h2load, wrk and nginx with
+# apt-get when they are missing, and creates and drops a bench_* database on BENCH_POSTGRES_URL
+# (default the local PostgreSQL). Pass options with BENCH_ARGS, such as BENCH_ARGS=--quick.
 .PHONY: bench
 bench: $(STAMP)
 	bench/install-tools

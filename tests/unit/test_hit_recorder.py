@@ -159,3 +159,20 @@ def test_full_spool_marks_recorder_unhealthy(tmp_path: Path) -> None:
         await recorder.stop()
 
     asyncio.run(scenario())
+
+
+def test_hits_beyond_full_queue_are_spooled_in_batches(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        spool = SqliteSpool(tmp_path / "spool.sqlite3", 1000)
+        recorder = HitRecorder(sink, spool, queue_size=2, linger_seconds=60, replay_interval_seconds=60)
+        recorder.start()
+        for _ in range(200):
+            recorder.submit(hit())
+        await recorder.stop()
+
+        assert len(spool) == 200
+        assert recorder.counters.dropped == 0
+
+    asyncio.run(scenario())

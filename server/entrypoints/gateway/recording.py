@@ -129,7 +129,9 @@ class HitRecorder:
         self._max_replay_interval = max_replay_interval_seconds
         self._in_flight: list[tracking_service_pb2.TrackingHit] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._overflow_writes: set[asyncio.Task[None]] = set()
+        # Hits that arrived while the queue was full, spooled by one task at a time.
+        self._overflow: list[tracking_service_pb2.TrackingHit] = []
+        self._overflow_flush: asyncio.Task[None] | None = None
         self.counters = RecorderCounters()
         self.last_failure: str | None = None
         self._last_failure_at = float("-inf")
@@ -153,20 +155,23 @@ class HitRecorder:
         logger.error(message, extra={"error": type(error).__name__, "detail": str(error)[:200]})
 
     def submit(self, hit: tracking_service_pb2.TrackingHit) -> None:
-        """Queue a hit without waiting; a full queue sends it straight to the spool."""
+        """Queue a hit without waiting; when the queue is full, the hit goes to the spool in a batch."""
         try:
             self._queue.put_nowait(hit)
         except asyncio.QueueFull:
-            task = asyncio.ensure_future(self._spool_overflow(hit))
-            self._overflow_writes.add(task)
-            task.add_done_callback(self._overflow_writes.discard)
+            self._overflow.append(hit)
+            if self._overflow_flush is None or self._overflow_flush.done():
+                self._overflow_flush = asyncio.ensure_future(self._spool_overflow())
 
-    async def _spool_overflow(self, hit: tracking_service_pb2.TrackingHit) -> None:
-        try:
-            await self._spool_hits([hit], "queue full")
-        except Exception as error:
-            self.counters.dropped += 1
-            self._mark_failure("tracking hit dropped: the queue is full and the spool failed", error)
+    async def _spool_overflow(self) -> None:
+        """Spool the hits that did not fit into the queue, many per spool transaction."""
+        while self._overflow:
+            batch, self._overflow = self._overflow[: self._batch_size], self._overflow[self._batch_size :]
+            try:
+                await self._spool_hits(batch, "queue full")
+            except Exception as error:
+                self.counters.dropped += len(batch)
+                self._mark_failure(f"{len(batch)} tracking hits dropped: the queue is full and the spool failed", error)
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self._send_forever()), asyncio.ensure_future(self._replay_forever())]
@@ -176,8 +181,10 @@ class HitRecorder:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*self._overflow_writes, return_exceptions=True)
-        remaining = list(self._in_flight)
+        if self._overflow_flush is not None:
+            await asyncio.gather(self._overflow_flush, return_exceptions=True)
+        remaining = [*self._in_flight, *self._overflow]
+        self._overflow = []
         while not self._queue.empty():
             remaining.append(self._queue.get_nowait())
         if not remaining:
