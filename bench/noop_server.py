@@ -1,4 +1,4 @@
-"""A gRPC server that answers TrackProductView and RecordEmailEvent with empty responses.
+"""A gRPC server that returns empty responses to TrackProductView and RecordEmailEvent.
 
 It parses each request with the generated classes and touches no database, so its rate is
 the ceiling that grpc.aio and protobuf in one Python process allow on the machine.
@@ -34,7 +34,7 @@ async def record_email_event(
 
 
 def noop_handler() -> grpc.GenericRpcHandler[object, object]:
-    """Return a handler for the two RPCs; every other RPC of the service answers UNIMPLEMENTED."""
+    """Return a handler for the two RPCs; every other RPC of the service returns UNIMPLEMENTED."""
     handlers = {
         "TrackProductView": grpc.unary_unary_rpc_method_handler(
             track_product_view,

@@ -13,7 +13,7 @@ from server.domain.errors import FieldViolation, ValidationFailed
 
 MAX_URL_LENGTH = 2048
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
-# Longest part of a rejected value that an error message repeats.
+# Maximum length of a rejected value that an error message repeats.
 MAX_SHOWN_VALUE_LENGTH = 40
 _CANONICAL_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # Control characters, surrogates, and unassigned code points or noncharacters such as U+FFFF.

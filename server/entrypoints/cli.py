@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("refusing to start: %s", error)
         return 3
     except (OSError, ValueError, SQLAlchemyError, NetworkDataError) as error:
-        # Startup failures such as an unreachable database or a bad URL, told in one line.
+        # Startup failures such as an unreachable database or a bad URL, reported in one line.
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         logger.error("%s failed: %s: %s", arguments.command, type(error).__name__, detail)
         return 1

@@ -24,7 +24,7 @@ def hit() -> tracking_service_pb2.TrackingHit:
 
 
 class ScriptedSink:
-    """Answers every hit with one outcome, or raises while `down` is set."""
+    """Returns one outcome for every hit, or raises while `down` is set."""
 
     def __init__(self, outcome: HitOutcome = HitOutcome.STORED) -> None:
         self.outcome = outcome

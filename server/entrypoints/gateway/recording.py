@@ -35,7 +35,7 @@ RETRYABLE_CODES = frozenset(
     }
 )
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-# A hit that the server answered with a retryable error this many times in a row is dropped and
+# A hit that gets a retryable error from the server this many times in a row is dropped and
 # logged, so that one hit the server cannot store never blocks the spool for good.
 MAX_HIT_ATTEMPTS = 50
 # A failure to send or spool marks the recorder unhealthy for this long.

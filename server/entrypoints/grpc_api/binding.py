@@ -188,11 +188,11 @@ class ServiceBinder:
 
 
 class _CallRecord:
-    """What the log line of one call reports, filled in while the call runs."""
+    """Fields of the log line of one call, filled in while the call runs."""
 
     def __init__(self, rpc_name: str, context: grpc.aio.ServicerContext[Any, Any], messages: int | None = None) -> None:
         self.rpc_name = rpc_name
-        # Read now: grpcio 1.85 crashes the process when a cancelled streaming call asks for its peer.
+        # Read now: grpcio 1.85 crashes the process when a cancelled streaming call reads its peer.
         self.peer = context.peer()
         self.call_id = uuid.uuid4().hex
         self.started = time.perf_counter()
