@@ -91,18 +91,21 @@ class _IntervalTable:
     def build(cls, prefixes: list[NetworkPrefix]) -> _IntervalTable:
         table = cls()
         table.prefix_count = len(prefixes)
+
         # Sweep over the interval boundaries; between two boundaries the covering set is constant.
         boundaries: set[int] = set()
         for prefix in prefixes:
             boundaries.add(int(prefix.network.network_address))
             boundaries.add(int(prefix.network.broadcast_address) + 1)
         points = sorted(boundaries)
+
         openings: dict[int, list[NetworkMatch]] = {}
         closings: dict[int, list[NetworkMatch]] = {}
         for prefix in prefixes:
             match = NetworkMatch(prefix.category, prefix.provider)
             openings.setdefault(int(prefix.network.network_address), []).append(match)
             closings.setdefault(int(prefix.network.broadcast_address) + 1, []).append(match)
+
         active: dict[NetworkMatch, int] = {}
         for start, end in itertools.pairwise(points):
             for match in closings.get(start, ()):

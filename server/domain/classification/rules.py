@@ -124,12 +124,17 @@ class ClassificationRules:
     get the allowance.
 
     Precedence: when signals of several bot types fire, the verdict's type is
-    the first of `bot_type_precedence` among them. By default, strongest first:
-    HONEYPOT (the link is hidden from readers), SECURITY_SCANNER (a published scanner
-    network or user agent), BEHAVIOR (a click burst), PREFETCH (HEAD or a
-    prefetch header), USER_AGENT (a declared bot or no user agent), APPLE_MPP,
-    DATACENTER (hosting networks, where few people browse), TIMING. The
-    verdict's confidence is the highest confidence among all signals that fired.
+    the first of `bot_type_precedence` among them. The default order, strongest
+    first, is:
+    - HONEYPOT: the link is hidden from readers;
+    - SECURITY_SCANNER: a published scanner network or user agent;
+    - BEHAVIOR: a click burst;
+    - PREFETCH: a HEAD request or a prefetch header;
+    - USER_AGENT: a declared bot or no user agent;
+    - APPLE_MPP;
+    - DATACENTER: hosting networks, where few people browse;
+    - TIMING.
+    The verdict's confidence is the highest confidence among all signals that fired.
     """
 
     # Recorded in every verdict. Change it whenever a rule or default changes.

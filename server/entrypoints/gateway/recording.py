@@ -281,6 +281,7 @@ class HitRecorder:
                 "spooled tracking hits still not recordable", extra={"hits": len(hits), "reason": str(error)[:200]}
             )
             return False
+
         finished = []
         retried = []
         stored = 0
@@ -299,6 +300,7 @@ class HitRecorder:
                 )
             else:
                 self._log_rejected(hit, result.detail)
+
         await asyncio.to_thread(self._spool.count_attempt, retried)
         await asyncio.to_thread(self._spool.remove, finished)
         # Counted only once the spool forgot them, so a failed removal cannot count them twice.
