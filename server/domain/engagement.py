@@ -1,17 +1,21 @@
-"""Listing e-mail events and engagement figures: queries, page tokens and rates."""
+"""Listing e-mail events and engagement figures: queries, page tokens, rates and the counters behind them."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import json
 import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, NamedTuple
 
 from server.domain.classification import BotType, EmailEventType
-from server.domain.email_events import TimestampInput, check_timestamp
+from server.domain.email_events import EmailEvent, TimestampInput, check_timestamp
 from server.domain.validation import Violations, check_text, check_uuid
 
 DEFAULT_PAGE_SIZE = 50
@@ -166,7 +170,7 @@ class EventCounts:
 
 @dataclass(frozen=True, slots=True)
 class EngagementCounts:
-    """Counts computed by the database for one scope.
+    """Counts of one scope, built from its engagement counters.
 
     `human` and `everyone` map each event type to its counts. `by_bot_type` maps a bot
     type to its OPENED and CLICKED event counts.
@@ -210,3 +214,171 @@ def engagement_figures(counts: dict[EmailEventType, EventCounts]) -> EngagementF
 
 def _ratio(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+class ScopeKind(enum.StrEnum):
+    """Kind of scope that the scope_id of an engagement counter identifies."""
+
+    MESSAGE = "message"
+    CAMPAIGN = "campaign"
+
+
+class EngagementCounterKey(NamedTuple):
+    """One stored engagement counter. Keys sort by workspace, scope and metric name."""
+
+    workspace_id: uuid.UUID
+    scope_kind: ScopeKind
+    scope_id: str
+    metric: str
+
+
+@dataclass(frozen=True, slots=True)
+class CountedEvent:
+    """The fields of a stored e-mail event that engagement counters depend on."""
+
+    workspace_id: uuid.UUID
+    contact_id: uuid.UUID
+    message_id: str
+    campaign_id: str | None
+    event_type: EmailEventType
+    is_bot: bool
+    bot_type: BotType | None
+
+    @classmethod
+    def of(cls, event: EmailEvent) -> CountedEvent:
+        return cls(
+            workspace_id=event.workspace_id,
+            contact_id=event.contact_id,
+            message_id=event.message_id,
+            campaign_id=event.campaign_id,
+            event_type=event.event_type,
+            is_bot=event.verdict.is_bot,
+            bot_type=event.verdict.bot_type,
+        )
+
+
+# Metric names. For each event type ("delivered", "opened", "clicked"):
+#   "<type>.events"          events of that type
+#   "<type>.messages"        (contact, message) pairs with at least one such event
+#   "<type>.human_events"    the same over events whose verdict is human
+#   "<type>.human_messages"
+# and further:
+#   "apple_mpp_opens.events", "apple_mpp_opens.messages"
+#                            OPENED events whose bot type is APPLE_MPP, whatever the value of `is_bot`
+#   "bot.<bot type>.<type>"  events of that type with `is_bot` set and that bot type
+APPLE_MPP_OPEN_EVENTS = "apple_mpp_opens.events"
+APPLE_MPP_OPEN_MESSAGES = "apple_mpp_opens.messages"
+
+
+Measure = Literal["events", "messages", "human_events", "human_messages"]
+
+
+def event_metric(event_type: EmailEventType, measure: Measure) -> str:
+    return f"{event_type.value}.{measure}"
+
+
+def bot_metric(bot_type: BotType, event_type: EmailEventType) -> str:
+    return f"bot.{bot_type.value}.{event_type.value}"
+
+
+def engagement_metric_names() -> tuple[str, ...]:
+    """Return every metric name, in a fixed order: each is one column of the counter table."""
+    measures: tuple[Measure, ...] = ("events", "messages", "human_events", "human_messages")
+    return (
+        *(event_metric(event_type, measure) for event_type in EmailEventType for measure in measures),
+        APPLE_MPP_OPEN_EVENTS,
+        APPLE_MPP_OPEN_MESSAGES,
+        *(bot_metric(bot_type, event_type) for bot_type in BotType for event_type in EmailEventType),
+    )
+
+
+def engagement_counter_scope(scope: EngagementScope) -> tuple[ScopeKind, str]:
+    """Return the counter scope kind and id of a validated scope, which sets exactly one of its two ids."""
+    if scope.message_id is not None:
+        return ScopeKind.MESSAGE, scope.message_id
+    if scope.campaign_id is not None:
+        return ScopeKind.CAMPAIGN, scope.campaign_id
+    raise ValueError("an engagement scope needs a message_id or a campaign_id")
+
+
+def engagement_counter_deltas(
+    before: Sequence[EmailEvent], after: Sequence[EmailEvent]
+) -> dict[EngagementCounterKey, int]:
+    """Return the non-zero counter changes when the events of one (contact, message) pair change.
+
+    `before` and `after` are every event of the pair before and after the change, so
+    `before` is empty for a new pair. The pair counts in full in its message's scope and
+    in the scope of every campaign id that any of its events carries. A pair that gains
+    its first event of a campaign therefore adds all of its events to that campaign.
+    Raises ValueError when the events belong to more than one pair.
+    """
+    return counted_event_deltas(
+        [CountedEvent.of(event) for event in before], [CountedEvent.of(event) for event in after]
+    )
+
+
+def counted_event_deltas(
+    before: Sequence[CountedEvent], after: Sequence[CountedEvent]
+) -> dict[EngagementCounterKey, int]:
+    """Compute engagement_counter_deltas from only the fields of the events that counters depend on."""
+    pairs = {(event.workspace_id, event.message_id, event.contact_id) for event in (*before, *after)}
+    if len(pairs) > 1:
+        raise ValueError(f"engagement counter deltas need the events of one pair, got {len(pairs)} pairs")
+
+    deltas: Counter[EngagementCounterKey] = Counter()
+    for events, sign in ((before, -1), (after, 1)):
+        contribution = _pair_metrics(events)
+        for kind, scope_id in _pair_scopes(events):
+            for metric, value in contribution.items():
+                deltas[EngagementCounterKey(events[0].workspace_id, kind, scope_id, metric)] += sign * value
+    return {key: delta for key, delta in deltas.items() if delta != 0}
+
+
+def _pair_scopes(events: Sequence[CountedEvent]) -> list[tuple[ScopeKind, str]]:
+    if not events:
+        return []
+    campaign_ids = sorted({event.campaign_id for event in events if event.campaign_id is not None})
+    return [(ScopeKind.MESSAGE, events[0].message_id)] + [(ScopeKind.CAMPAIGN, campaign) for campaign in campaign_ids]
+
+
+def _pair_metrics(events: Sequence[CountedEvent]) -> Counter[str]:
+    """Count the metrics of one pair's events; every `.messages` metric is 0 or 1 here."""
+    metrics: Counter[str] = Counter()
+    for event in events:
+        metrics[event_metric(event.event_type, "events")] += 1
+        metrics[event_metric(event.event_type, "messages")] = 1
+        if not event.is_bot:
+            metrics[event_metric(event.event_type, "human_events")] += 1
+            metrics[event_metric(event.event_type, "human_messages")] = 1
+        if event.event_type is EmailEventType.OPENED and event.bot_type is BotType.APPLE_MPP:
+            metrics[APPLE_MPP_OPEN_EVENTS] += 1
+            metrics[APPLE_MPP_OPEN_MESSAGES] = 1
+        if event.is_bot and event.bot_type is not None:
+            metrics[bot_metric(event.bot_type, event.event_type)] += 1
+    return metrics
+
+
+def engagement_counts_from_counters(counters: Mapping[str, int]) -> EngagementCounts:
+    """Build the counts of one scope from its counters, keyed by metric name; missing counters are 0.
+
+    An event type or bot type whose event counters are all 0 is left out, as it is when no
+    event of it exists.
+    """
+    everyone: dict[EmailEventType, EventCounts] = {}
+    human: dict[EmailEventType, EventCounts] = {}
+    for event_type in EmailEventType:
+        events = counters.get(event_metric(event_type, "events"), 0)
+        if events:
+            everyone[event_type] = EventCounts(events, counters.get(event_metric(event_type, "messages"), 0))
+        human_events = counters.get(event_metric(event_type, "human_events"), 0)
+        if human_events:
+            human[event_type] = EventCounts(human_events, counters.get(event_metric(event_type, "human_messages"), 0))
+
+    apple_mpp_opens = EventCounts(counters.get(APPLE_MPP_OPEN_EVENTS, 0), counters.get(APPLE_MPP_OPEN_MESSAGES, 0))
+
+    by_bot_type: dict[BotType, tuple[int, int]] = {}
+    for bot_type in BotType:
+        bot_events = {event_type: counters.get(bot_metric(bot_type, event_type), 0) for event_type in EmailEventType}
+        if any(bot_events.values()):
+            by_bot_type[bot_type] = (bot_events[EmailEventType.OPENED], bot_events[EmailEventType.CLICKED])
+    return EngagementCounts(human=human, everyone=everyone, apple_mpp_opens=apple_mpp_opens, by_bot_type=by_bot_type)

@@ -1,4 +1,4 @@
-"""The `topmail-tracking` command: serve, migrate, and manage workspaces and API keys."""
+"""The `topmail-tracking` command: serve, migrate, rebuild counters, and manage workspaces and API keys."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import logging
 import secrets
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from server.adapters.database.engagement_counters import rebuild_engagement_counters
 from server.adapters.database.engine import create_database_engine
 from server.adapters.database.migrations import SchemaOutdated, ensure_schema_current, upgrade_to_latest
 from server.adapters.database.repository import SqlStore
@@ -42,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest revision")
     add_setting_flags(migrate, _DATABASE_SETTINGS)
+
+    rebuild = commands.add_parser(
+        "rebuild-engagement-counters",
+        help="recompute the engagement counters that GetEngagementStats reads from the stored e-mail events, "
+        "in one transaction; on PostgreSQL, recording events waits until it commits",
+    )
+    add_setting_flags(rebuild, _DATABASE_SETTINGS)
 
     create = commands.add_parser("create-workspace", help="create a workspace and print its first API key once")
     create.add_argument("name", help="unique workspace name, 1 to 100 characters")
@@ -107,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if arguments.command == "migrate":
             return _migrate(settings)
+        if arguments.command == "rebuild-engagement-counters":
+            return _rebuild_engagement_counters(settings)
         if arguments.command == "network-data":
             return _print_network_data(settings)
         if arguments.command == "gateway":
@@ -153,6 +165,25 @@ def _migrate(settings: Settings) -> int:
     finally:
         engine.dispose()
     logger.info("database schema is current", extra={"revision": ",".join(revision)})
+    return 0
+
+
+def _rebuild_engagement_counters(settings: Settings) -> int:
+    engine = create_database_engine(settings.database_url)
+    try:
+        ensure_schema_current(engine)
+        started = time.monotonic()
+        with Session(engine) as session, session.begin():
+            counter_rows = rebuild_engagement_counters(session)
+    finally:
+        engine.dispose()
+    duration_seconds = round(time.monotonic() - started, 3)
+    logger.info(
+        "rebuilt engagement counters: wrote %d counter rows in %.1f s",
+        counter_rows,
+        duration_seconds,
+        extra={"counter_rows": counter_rows, "duration_seconds": duration_seconds},
+    )
     return 0
 
 

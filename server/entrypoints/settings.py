@@ -20,6 +20,9 @@ class Settings:
     db_pool_size: int = 10
     db_max_overflow: int = 5
     worker_threads: int = 16
+    write_batch_size: int = 256
+    # 0 picks 1 writer on SQLite, which runs one write transaction at a time, and 2 on PostgreSQL.
+    batch_writers: int = 0
     shutdown_grace_seconds: float = 10.0
     auth_cache_seconds: float = 60.0
     log_level: str = "INFO"
@@ -65,6 +68,18 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "db_max_overflow", "TOPMAIL_DB_MAX_OVERFLOW", int, "extra connections opened beyond the pool size under load"
     ),
     SettingSpec("worker_threads", "TOPMAIL_WORKER_THREADS", int, "threads that run database work for gRPC calls"),
+    SettingSpec(
+        "write_batch_size",
+        "TOPMAIL_WRITE_BATCH_SIZE",
+        int,
+        "most TrackProductView or RecordEmailEvent calls written in one transaction (group commit)",
+    ),
+    SettingSpec(
+        "batch_writers",
+        "TOPMAIL_BATCH_WRITERS",
+        int,
+        "batches of each kind written at the same time; 0 means 1 on SQLite and 2 on PostgreSQL",
+    ),
     SettingSpec(
         "shutdown_grace_seconds",
         "TOPMAIL_SHUTDOWN_GRACE_SECONDS",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,8 +11,8 @@ from typing import Protocol
 
 from server.domain.api_keys import ApiKeyMode
 from server.domain.contacts import Contact, EmailAddress
-from server.domain.email_events import EmailEvent, EventVerdict
-from server.domain.engagement import EmailEventQuery, EngagementCounts, EngagementScope
+from server.domain.email_events import EmailEvent
+from server.domain.engagement import EmailEventQuery, EngagementCounterKey, EngagementCounts, EngagementScope
 from server.domain.flow_triggers import FlowTrigger, FlowTriggerType, StoredFlowTrigger, TriggerReference
 from server.domain.product_views import ProductView, ProductViewQuery
 
@@ -54,69 +54,85 @@ class ContactStore(Protocol):
     def find_contact_by_email(self, workspace_id: uuid.UUID, lookup_key: str) -> Contact | None: ...
 
 
-class ProductViewStore(Protocol):
-    def add_product_view(self, view: ProductView, trigger: FlowTrigger) -> None:
-        """Store the view and its trigger in one transaction; raise IdempotencyKeyTaken on a key race."""
-        ...
+class ContactLookup(Protocol):
+    """Finds many contacts of one workspace with one query each."""
 
-    def find_product_view_by_idempotency_key(
-        self, workspace_id: uuid.UUID, idempotency_key: str
-    ) -> ProductView | None: ...
+    def contacts_by_id(
+        self, workspace_id: uuid.UUID, contact_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, Contact]: ...
+
+    def contacts_by_lookup_key(self, workspace_id: uuid.UUID, lookup_keys: Collection[str]) -> dict[str, Contact]: ...
+
+
+class ProductViewBatch(ContactLookup, Protocol):
+    """One transaction that stores a batch of product views; writes reach the database at commit."""
+
+    def product_views_by_idempotency_key(
+        self, workspace_id: uuid.UUID, idempotency_keys: Collection[str]
+    ) -> dict[str, ProductView]: ...
+
+    def add_product_views(self, views: Sequence[ProductView], triggers: Sequence[FlowTrigger]) -> None: ...
+
+
+class ProductViewStore(Protocol):
+    def product_view_batch(self) -> AbstractContextManager[ProductViewBatch]:
+        """Open a batch transaction that commits on a clean exit and rolls back on an exception.
+
+        Raises IdempotencyKeyTaken on exit when a concurrent transaction stored one of the
+        batch's idempotency keys first, and StorageUnavailable when the database fails.
+        """
+        ...
 
     def list_product_views(self, query: ProductViewQuery) -> list[ProductView]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class StoredClick:
-    """A click of the contact on the message, as classification history."""
+@dataclass(frozen=True, slots=True, order=True)
+class MessageKey:
+    """One contact's copy of one message: the events that the e-mail event rules read together."""
 
-    id: uuid.UUID
-    occurred_at: datetime
-    is_bot: bool
+    workspace_id: uuid.UUID
+    message_id: str
+    contact_id: uuid.UUID
 
 
-class MessageEventsTransaction(Protocol):
-    """The events of one contact on one message, read and changed under one lock and transaction."""
+class EmailEventBatch(ContactLookup, Protocol):
+    """One transaction that records a batch of e-mail events.
 
-    def delivery_time(self) -> datetime | None:
-        """Return the time of the earliest stored DELIVERED event."""
+    Reads run at once. Writes are staged and reach the database when the batch commits, so
+    that the adapter can order its inserts and locks the same way in every transaction.
+    """
+
+    def email_events_by_idempotency_key(
+        self, workspace_id: uuid.UUID, idempotency_keys: Collection[str]
+    ) -> dict[str, EmailEvent]: ...
+
+    def lock_message_histories(self, keys: Sequence[MessageKey]) -> dict[MessageKey, list[EmailEvent]]:
+        """Lock the events of each message key until commit and return them, oldest first."""
         ...
 
-    def clicks_between(self, start: datetime, end: datetime) -> list[StoredClick]: ...
-
-    def add_event(self, event: EmailEvent) -> None: ...
-
-    def mark_clicks_as_bots(self, click_ids: list[uuid.UUID], verdict: EventVerdict) -> list[EmailEvent]:
-        """Give the still-human clicks among `click_ids`, and their inferred opens, the verdict.
-
-        Returns the changed events.
-        """
+    def triggers_of_events(self, workspace_id: uuid.UUID, event_ids: Collection[uuid.UUID]) -> list[TriggerReference]:
+        """Return the stored triggers that the events produced, retractions left out."""
         ...
 
-    def add_triggers(self, triggers: list[FlowTrigger], now: datetime) -> None:
-        """Store flow triggers in this transaction, after the events they come from."""
+    def add_events(self, events: Sequence[EmailEvent]) -> None: ...
+
+    def update_verdicts(self, events: Sequence[EmailEvent]) -> None:
+        """Store the current verdict of stored events that were classified again."""
         ...
 
-    def triggers_of_events(self, event_ids: list[uuid.UUID]) -> list[TriggerReference]: ...
+    def add_to_engagement_counters(self, deltas: Mapping[EngagementCounterKey, int]) -> None: ...
 
-    def has_human_open(self) -> bool: ...
-
-    def earliest_human_click(self) -> EmailEvent | None: ...
+    def add_triggers(self, triggers: Sequence[FlowTrigger], now: datetime) -> None: ...
 
 
 class EmailEventStore(Protocol):
-    def message_events(
-        self, workspace_id: uuid.UUID, contact_id: uuid.UUID, message_id: str
-    ) -> AbstractContextManager[MessageEventsTransaction]:
-        """Lock the contact's events on the message and commit on exit.
+    def email_event_batch(self) -> AbstractContextManager[EmailEventBatch]:
+        """Open a batch transaction that commits on a clean exit and rolls back on an exception.
 
-        Raises IdempotencyKeyTaken on exit when a concurrent call stored the same key first.
+        Raises IdempotencyKeyTaken on exit when a concurrent transaction stored one of the
+        batch's idempotency keys first, and StorageUnavailable when the database fails.
         """
         ...
-
-    def find_email_event_by_idempotency_key(
-        self, workspace_id: uuid.UUID, idempotency_key: str
-    ) -> EmailEvent | None: ...
 
     def list_email_events(self, query: EmailEventQuery) -> list[EmailEvent]: ...
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from server.domain.classification import EmailEventType
 from server.domain.contacts import check_contact_reference
 from server.domain.email_events import EmailEventInput, TimestampInput
-from server.domain.errors import LinkSigningNotConfigured, TrackingError
+from server.domain.errors import LinkSigningNotConfigured, StorageUnavailable, TrackingError
 from server.domain.instrumentation import InstrumentedHtml, instrument_html
 from server.domain.tracking_links import SigningKeyring, TrackingKind, verify_tracking_token
 from server.domain.validation import Violations, check_text
 from server.usecases.contacts import ContactDirectory
-from server.usecases.email_events import EmailEventRecorder, RecordedEmailEvent
+from server.usecases.email_events import EmailEventRecorder, PendingEmailEvent, RecordedEmailEvent
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ class TrackingLinks:
             campaign_id=campaign_id,
         )
 
-    def record_hit(self, hit: TrackingHitInput) -> RecordedEmailEvent:
-        """Verify the hit's token and record the event it stands for; raise a TrackingError for this hit."""
+    def prepare_hit(self, hit: TrackingHitInput) -> PendingEmailEvent:
+        """Verify the hit's token and validate the event it stands for; raise a TrackingError for this hit."""
         keyring = self._require_keyring()
         violations = Violations()
         if hit.kind is None:
@@ -122,31 +122,43 @@ class TrackingLinks:
             honeypot_link=claims.kind is TrackingKind.HONEYPOT,
             idempotency_key=hit.idempotency_key,
         )
-        return self._recorder.record(claims.workspace_id, event)
+        return self._recorder.prepare(claims.workspace_id, event)
 
     def record_hits(self, hits: list[TrackingHitInput]) -> list[RecordedEmailEvent | Exception]:
-        """Record each hit on its own; a failing hit gets its error and leaves the others alone."""
+        """Record the hits in one batch; a failing hit gets its error and leaves the others alone.
+
+        When the database is unavailable, every valid hit gets StorageUnavailable.
+        """
         self._require_keyring()
         violations = Violations()
         if not 1 <= len(hits) <= MAX_HITS_PER_BATCH:
             violations.add("hits", f"must contain 1 to {MAX_HITS_PER_BATCH} hits, got {len(hits)}")
         violations.raise_if_any()
 
-        results: list[RecordedEmailEvent | Exception] = []
+        outcomes: list[RecordedEmailEvent | Exception | None] = []
+        pending: list[PendingEmailEvent] = []
         for hit in hits:
             try:
-                results.append(self.record_hit(hit))
+                pending.append(self.prepare_hit(hit))
+                outcomes.append(None)
             except TrackingError as error:
                 logger.info(
                     "tracking hit rejected",
                     extra={"idempotency_key": hit.idempotency_key, "error": type(error).__name__},
                 )
-                results.append(error)
+                outcomes.append(error)
             except Exception as error:
                 # A bug on one hit must not fail the others, which the gateway would send again.
                 logger.exception("tracking hit failed unexpectedly", extra={"idempotency_key": hit.idempotency_key})
-                results.append(error)
-        return results
+                outcomes.append(error)
+        recorded: list[RecordedEmailEvent | Exception] = []
+        if pending:
+            try:
+                recorded = self._recorder.record_batch(pending)
+            except StorageUnavailable as error:
+                recorded = [error] * len(pending)
+        next_recorded = iter(recorded)
+        return [outcome if outcome is not None else next(next_recorded) for outcome in outcomes]
 
     def _require_keyring(self) -> SigningKeyring:
         if self._settings.keyring is None:

@@ -69,6 +69,13 @@ class Authenticator:
         self._cache: TTLCache[str, uuid.UUID] = TTLCache(maxsize=cache_size, ttl=cache_ttl_seconds)
         self._lock = threading.Lock()
 
+    def cached_workspace_id(self, api_key: str | None) -> uuid.UUID | None:
+        """Return the workspace id of a key found in the cache, without a database query; None otherwise."""
+        if api_key is None or not is_well_formed(api_key):
+            return None
+        with self._lock:
+            return self._cache.get(hash_api_key(api_key))
+
     def authenticate(self, api_key: str | None) -> uuid.UUID:
         """Return the workspace id of a key; raise ApiKeyMissing (None) or ApiKeyInvalid."""
         if api_key is None:

@@ -75,17 +75,22 @@ async function expectRpcError(promise) {
   assert.fail("the call succeeded, but an error was expected");
 }
 
+// Decodes the google.protobuf.Any details of a google.rpc.Status, keyed by message name.
+function decodeDetails(anyDetails) {
+  const details = {};
+  for (const detail of anyDetails) {
+    const messageName = detail.type_url.slice(detail.type_url.lastIndexOf("/") + 1);
+    details[messageName] = statusTypes.lookupType(messageName).decode(detail.value);
+  }
+  return details;
+}
+
 // Decodes the google.rpc.Status of a failed call, with its details keyed by message name.
 function richStatus(error) {
   const [encoded] = error.metadata.get("grpc-status-details-bin");
   assert.ok(encoded, "the error has no grpc-status-details-bin trailer");
   const status = Status.decode(encoded);
-  const details = {};
-  for (const detail of status.details) {
-    const messageName = detail.type_url.slice(detail.type_url.lastIndexOf("/") + 1);
-    details[messageName] = statusTypes.lookupType(messageName).decode(detail.value);
-  }
-  return { status, details };
+  return { status, details: decodeDetails(status.details) };
 }
 
 function createContact(email) {
@@ -98,6 +103,10 @@ function trackProductView(request) {
 
 function recordEmailEvent(request) {
   return unary((callback) => tracking.RecordEmailEvent(request, ...callOptions(), callback));
+}
+
+function recordEmailEvents(requests) {
+  return unary((callback) => tracking.RecordEmailEvents({ requests }, ...callOptions(), callback));
 }
 
 const email = `node-client-${randomUUID()}@example.com`;
@@ -180,6 +189,35 @@ test("open without user agent is bot", async () => {
   assert.equal(event.event_type, "EMAIL_EVENT_TYPE_OPENED");
   assert.equal(event.is_bot, true);
   assert.equal(event.bot_type, "BOT_TYPE_USER_AGENT");
+});
+
+test("RecordEmailEvents gives each event a status", async () => {
+  const response = await recordEmailEvents([
+    { contact_id: created.contact.id, message_id: "node-batch-1", event_type: "EMAIL_EVENT_TYPE_DELIVERED" },
+    {
+      contact_id: created.contact.id,
+      message_id: "node-batch-1",
+      event_type: "EMAIL_EVENT_TYPE_OPENED",
+      client_ip: "300.1.1.1",
+    },
+  ]);
+
+  assert.equal(response.results.length, 2);
+  const [stored, rejected] = response.results;
+  assert.equal(stored.status.code, grpc.status.OK);
+  assert.match(stored.response.email_event.id, UUID_PATTERN);
+  assert.equal(stored.response.email_event.event_type, "EMAIL_EVENT_TYPE_DELIVERED");
+  assert.equal(rejected.status.code, grpc.status.INVALID_ARGUMENT);
+  assert.equal(rejected.response, null);
+  // A status inside a response message arrives as a plain message; its Any details decode alike.
+  const details = decodeDetails(rejected.status.details);
+  const info = details["google.rpc.ErrorInfo"];
+  assert.ok(info, "the event's status has no google.rpc.ErrorInfo");
+  assert.equal(info.reason, "VALIDATION_FAILED");
+  assert.equal(info.domain, ERROR_DOMAIN);
+  const badRequest = details["google.rpc.BadRequest"];
+  assert.ok(badRequest, "the event's status has no google.rpc.BadRequest");
+  assert.deepEqual(badRequest.field_violations.map((violation) => violation.field), ["client_ip"]);
 });
 
 test("invalid view lists every field", async () => {

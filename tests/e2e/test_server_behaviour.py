@@ -158,6 +158,12 @@ class _MisbehavingTracking:
         self._misbehave()
         return tracking_service_pb2.RecordEmailEventResponse()
 
+    def RecordEmailEvents(
+        self, workspace_id: uuid.UUID, request: Any
+    ) -> tracking_service_pb2.RecordEmailEventsResponse:
+        self._misbehave()
+        return tracking_service_pb2.RecordEmailEventsResponse()
+
     def ListEmailEvents(self, workspace_id: uuid.UUID, request: Any) -> tracking_service_pb2.ListEmailEventsResponse:
         self._misbehave()
         return tracking_service_pb2.ListEmailEventsResponse()

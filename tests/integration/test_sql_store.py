@@ -17,9 +17,10 @@ from server.adapters.database.repository import SqlStore
 from server.adapters.database.schema import ProductViewRow
 from server.domain.contacts import EmailAddress
 from server.domain.errors import ContactAlreadyExists, StorageUnavailable
-from server.domain.flow_triggers import product_viewed_trigger
+from server.domain.flow_triggers import FlowTrigger, product_viewed_trigger
 from server.domain.money import Price
 from server.domain.product_views import ProductDetails, ProductView
+from server.usecases.ports import IdempotencyKeyTaken
 
 NOW = datetime(2026, 12, 4, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -62,6 +63,16 @@ def workspace_and_contact(store: SqlStore) -> tuple[uuid.UUID, uuid.UUID]:
     return workspace.id, contact.id
 
 
+def add_view(store: SqlStore, view: ProductView, trigger: FlowTrigger) -> None:
+    with store.product_view_batch() as batch:
+        batch.add_product_views([view], [trigger])
+
+
+def find_view(store: SqlStore, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
+    with store.product_view_batch() as batch:
+        return batch.product_views_by_idempotency_key(workspace_id, {idempotency_key}).get(idempotency_key)
+
+
 def count_views(engine: Engine, view_id: uuid.UUID) -> int:
     with engine.connect() as connection:
         return int(connection.scalar(select(func.count()).where(ProductViewRow.id == view_id)) or 0)
@@ -71,8 +82,8 @@ def test_view_round_trips_exactly(store: SqlStore, workspace_and_contact: tuple[
     workspace_id, contact_id = workspace_and_contact
     view = new_view(workspace_id, contact_id, amount="0.000000001", key="round-trip")
 
-    store.add_product_view(view, product_viewed_trigger(view))
-    loaded = store.find_product_view_by_idempotency_key(workspace_id, "round-trip")
+    add_view(store, view, product_viewed_trigger(view))
+    loaded = find_view(store, workspace_id, "round-trip")
 
     assert loaded == view
     assert loaded is not None
@@ -85,13 +96,13 @@ def test_view_without_trigger_is_not_stored(
     workspace_id, contact_id = workspace_and_contact
     first = new_view(workspace_id, contact_id)
     first_trigger = product_viewed_trigger(first)
-    store.add_product_view(first, first_trigger)
+    add_view(store, first, first_trigger)
     second = new_view(workspace_id, contact_id)
     # A trigger whose id is taken makes the trigger insert fail after the view insert succeeded.
     clashing_trigger = dataclasses.replace(product_viewed_trigger(second), id=first_trigger.id)
 
     with pytest.raises(IntegrityError):
-        store.add_product_view(second, clashing_trigger)
+        add_view(store, second, clashing_trigger)
 
     assert count_views(database_engine, second.id) == 0
     assert count_views(database_engine, first.id) == 1
@@ -113,8 +124,8 @@ def test_times_are_stored_in_utc(store: SqlStore, workspace_and_contact: tuple[u
     view = new_view(workspace_id, contact_id, key="tz")
     view = dataclasses.replace(view, viewed_at=NOW.astimezone(timezone(timedelta(hours=5))))
 
-    store.add_product_view(view, product_viewed_trigger(view))
-    loaded = store.find_product_view_by_idempotency_key(workspace_id, "tz")
+    add_view(store, view, product_viewed_trigger(view))
+    loaded = find_view(store, workspace_id, "tz")
 
     assert loaded is not None
     assert loaded.viewed_at == NOW
@@ -127,7 +138,39 @@ def test_naive_time_is_rejected(store: SqlStore, workspace_and_contact: tuple[uu
     view = dataclasses.replace(view, viewed_at=NOW.replace(tzinfo=None))
 
     with pytest.raises(StatementError, match="naive datetimes"):
-        store.add_product_view(view, product_viewed_trigger(new_view(workspace_id, contact_id)))
+        add_view(store, view, product_viewed_trigger(new_view(workspace_id, contact_id)))
+
+
+def test_batch_with_taken_key_is_idempotency_key_taken(
+    store: SqlStore, database_engine: Engine, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    first = new_view(workspace_id, contact_id, key="taken")
+    add_view(store, first, product_viewed_trigger(first))
+    unrelated = new_view(workspace_id, contact_id, key="free")
+    clashing = new_view(workspace_id, contact_id, key="taken")
+
+    with pytest.raises(IdempotencyKeyTaken), store.product_view_batch() as batch:
+        batch.add_product_views(
+            [unrelated, clashing], [product_viewed_trigger(unrelated), product_viewed_trigger(clashing)]
+        )
+
+    assert count_views(database_engine, unrelated.id) == 0
+    assert count_views(database_engine, clashing.id) == 0
+
+
+def test_contacts_found_in_bulk(store: SqlStore, workspace_and_contact: tuple[uuid.UUID, uuid.UUID]) -> None:
+    workspace_id, contact_id = workspace_and_contact
+    other_workspace = store.add_workspace(f"ws-{uuid.uuid4().hex[:10]}", NOW)
+    stranger = store.add_contact(other_workspace.id, EmailAddress("b@example.com", "b@example.com"), NOW)
+
+    with store.product_view_batch() as batch:
+        by_id = batch.contacts_by_id(workspace_id, {contact_id, stranger.id, uuid.uuid4()})
+        by_key = batch.contacts_by_lookup_key(workspace_id, {"a@example.com", "b@example.com"})
+
+    assert list(by_id) == [contact_id]
+    assert list(by_key) == ["a@example.com"]
+    assert by_key["a@example.com"].id == contact_id
 
 
 def test_unreachable_database_is_storage_unavailable() -> None:

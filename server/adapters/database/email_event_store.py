@@ -1,26 +1,34 @@
-"""SQL storage of e-mail events: the per-message transaction, listings and engagement counts."""
+"""SQL storage of e-mail events: batch transactions, listings and engagement counts."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.adapters.database.engagement_counters import add_to_engagement_counters, read_engagement_counters
 from server.adapters.database.outbox import insert_flow_triggers, triggers_of_subjects
-from server.adapters.database.repository import SqlStore
+from server.adapters.database.repository import SqlContactLookup, SqlStore
 from server.adapters.database.schema import EmailEventRow
 from server.domain.classification import BotType, Confidence, EmailEventType
 from server.domain.email_events import EmailEvent, EventVerdict
-from server.domain.engagement import EmailEventQuery, EngagementCounts, EngagementScope, EventCounts
+from server.domain.engagement import (
+    EmailEventQuery,
+    EngagementCounterKey,
+    EngagementCounts,
+    EngagementScope,
+    engagement_counter_scope,
+    engagement_counts_from_counters,
+)
 from server.domain.flow_triggers import FlowTrigger, TriggerReference
-from server.usecases.ports import IdempotencyKeyTaken, StoredClick
+from server.usecases.ports import IdempotencyKeyTaken, MessageKey
 
 _CONFIDENCE_NAMES = {confidence: confidence.name.lower() for confidence in Confidence}
 _CONFIDENCE_BY_NAME = {name: confidence for confidence, name in _CONFIDENCE_NAMES.items()}
@@ -33,34 +41,18 @@ class SqlEmailEventStore:
         self._store = store
 
     @contextmanager
-    def message_events(
-        self, workspace_id: uuid.UUID, contact_id: uuid.UUID, message_id: str
-    ) -> Iterator[SqlMessageEvents]:
-        added_keys: list[str] = []
+    def email_event_batch(self) -> Iterator[SqlEmailEventBatch]:
+        """Open a batch transaction; staged writes are applied right before commit."""
+        batch: SqlEmailEventBatch | None = None
         try:
             with self._store.transaction() as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    # Serializes calls for one contact and message across server processes, so that
-                    # bursts and inferred opens see every earlier click. SQLite's BEGIN IMMEDIATE
-                    # already runs one write transaction at a time.
-                    session.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"),
-                        {"key": _lock_key(workspace_id, contact_id, message_id)},
-                    )
-                yield SqlMessageEvents(session, workspace_id, contact_id, message_id, added_keys)
+                batch = SqlEmailEventBatch(session)
+                yield batch
+                batch.flush()
         except IntegrityError:
-            if not added_keys:
+            if batch is None or not batch.has_idempotency_keys():
                 raise
             raise IdempotencyKeyTaken() from None
-
-    def find_email_event_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> EmailEvent | None:
-        with self._store.transaction() as session:
-            row = session.scalars(
-                select(EmailEventRow).where(
-                    EmailEventRow.workspace_id == workspace_id, EmailEventRow.idempotency_key == idempotency_key
-                )
-            ).one_or_none()
-            return email_event_from_row(row) if row is not None else None
 
     def list_email_events(self, query: EmailEventQuery) -> list[EmailEvent]:
         conditions = _filter_conditions(query)
@@ -84,66 +76,10 @@ class SqlEmailEventStore:
             return [email_event_from_row(row) for row in session.scalars(statement)]
 
     def count_engagement(self, workspace_id: uuid.UUID, scope: EngagementScope) -> EngagementCounts:
-        in_scope = [EmailEventRow.workspace_id == workspace_id]
-        if scope.message_id is not None:
-            in_scope.append(EmailEventRow.message_id == scope.message_id)
-        if scope.campaign_id is not None:
-            # Every event of a message that belongs to the campaign counts, also events recorded
-            # without the campaign id (an open through the pixel of a plain send, say).
-            campaign_messages = select(EmailEventRow.message_id, EmailEventRow.contact_id).where(
-                EmailEventRow.workspace_id == workspace_id, EmailEventRow.campaign_id == scope.campaign_id
-            )
-            in_scope.append(tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(campaign_messages))
+        scope_kind, scope_id = engagement_counter_scope(scope)
         with self._store.transaction() as session:
-            everyone = _count_by_type(session, in_scope)
-            human = _count_by_type(session, [*in_scope, EmailEventRow.is_bot.is_(False)])
-            apple = _count_by_type(
-                session,
-                [
-                    *in_scope,
-                    EmailEventRow.bot_type == BotType.APPLE_MPP.value,
-                    EmailEventRow.event_type == EmailEventType.OPENED.value,
-                ],
-            ).get(EmailEventType.OPENED, EventCounts())
-            by_bot_type: dict[BotType, tuple[int, int]] = {}
-            rows = session.execute(
-                select(EmailEventRow.bot_type, EmailEventRow.event_type, func.count())
-                .where(*in_scope, EmailEventRow.is_bot.is_(True))
-                .group_by(EmailEventRow.bot_type, EmailEventRow.event_type)
-            )
-            for bot_type_name, event_type_name, count in rows:
-                bot_type = BotType(bot_type_name)
-                opens, clicks = by_bot_type.get(bot_type, (0, 0))
-                if event_type_name == EmailEventType.OPENED.value:
-                    opens += count
-                elif event_type_name == EmailEventType.CLICKED.value:
-                    clicks += count
-                by_bot_type[bot_type] = (opens, clicks)
-        return EngagementCounts(human=human, everyone=everyone, apple_mpp_opens=apple, by_bot_type=by_bot_type)
-
-
-def _count_by_type(session: Session, conditions: list[ColumnElement[bool]]) -> dict[EmailEventType, EventCounts]:
-    """Count events and distinct (contact, message) pairs per event type, in the database."""
-    events = {
-        name: int(count)
-        for name, count in session.execute(
-            select(EmailEventRow.event_type, func.count()).where(*conditions).group_by(EmailEventRow.event_type)
-        )
-    }
-    pairs = (
-        select(EmailEventRow.event_type, EmailEventRow.contact_id, EmailEventRow.message_id)
-        .where(*conditions)
-        .distinct()
-        .subquery()
-    )
-    messages = {
-        name: int(count)
-        for name, count in session.execute(select(pairs.c.event_type, func.count()).group_by(pairs.c.event_type))
-    }
-    return {
-        EmailEventType(name): EventCounts(events=int(count), messages=int(messages.get(name, 0)))
-        for name, count in events.items()
-    }
+            counters = read_engagement_counters(session, workspace_id, scope_kind, scope_id)
+        return engagement_counts_from_counters(counters)
 
 
 def _filter_conditions(query: EmailEventQuery) -> list[ColumnElement[bool]]:
@@ -166,104 +102,110 @@ def _filter_conditions(query: EmailEventQuery) -> list[ColumnElement[bool]]:
     return conditions
 
 
-class SqlMessageEvents:
-    """MessageEventsTransaction on an open session that holds the message's lock."""
+class SqlEmailEventBatch(SqlContactLookup):
+    """Implements EmailEventBatch on an open session; `flush` applies what was staged.
 
-    def __init__(
-        self,
-        session: Session,
-        workspace_id: uuid.UUID,
-        contact_id: uuid.UUID,
-        message_id: str,
-        added_keys: list[str],
-    ) -> None:
-        self._session = session
-        self._workspace_id = workspace_id
-        self._added_keys = added_keys
-        self._of_message = (
-            EmailEventRow.workspace_id == workspace_id,
-            EmailEventRow.message_id == message_id,
-            EmailEventRow.contact_id == contact_id,
-        )
+    `flush` writes in a fixed order: events, verdict changes, engagement counters in key
+    order, then flow triggers. Every batch takes its row locks and advisory locks in that
+    order, so two batches can wait for each other but never deadlock.
+    """
 
-    def delivery_time(self) -> datetime | None:
-        return self._session.scalar(
-            select(func.min(EmailEventRow.occurred_at)).where(
-                *self._of_message, EmailEventRow.event_type == EmailEventType.DELIVERED.value
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._postgresql = session.get_bind().dialect.name == "postgresql"
+        self._events: list[EmailEvent] = []
+        self._reclassified: list[EmailEvent] = []
+        self._counter_deltas: dict[EngagementCounterKey, int] = {}
+        self._triggers: list[FlowTrigger] = []
+        self._triggers_created_at: datetime | None = None
+
+    def email_events_by_idempotency_key(
+        self, workspace_id: uuid.UUID, idempotency_keys: Collection[str]
+    ) -> dict[str, EmailEvent]:
+        if not idempotency_keys:
+            return {}
+        rows = self._connection.execute(
+            select(*_EVENT_COLUMNS).where(
+                EmailEventRow.workspace_id == workspace_id, EmailEventRow.idempotency_key.in_(idempotency_keys)
             )
         )
+        return {row.idempotency_key: email_event_from_row(row) for row in rows}
 
-    def clicks_between(self, start: datetime, end: datetime) -> list[StoredClick]:
-        rows = self._session.execute(
-            select(EmailEventRow.id, EmailEventRow.occurred_at, EmailEventRow.is_bot).where(
-                *self._of_message,
-                EmailEventRow.event_type == EmailEventType.CLICKED.value,
-                EmailEventRow.occurred_at >= start,
-                EmailEventRow.occurred_at <= end,
+    def lock_message_histories(self, keys: Sequence[MessageKey]) -> dict[MessageKey, list[EmailEvent]]:
+        if not keys:
+            return {}
+        if self._postgresql:
+            # Serializes batches that touch the same contact and message, across server processes,
+            # so that bursts and inferred opens see every earlier click. Locks are taken in key
+            # order, so two batches never deadlock on them. SQLite's BEGIN IMMEDIATE already runs
+            # one write transaction at a time.
+            self._connection.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(lock.key)"
+                    " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS lock(key, n) ORDER BY lock.n"
+                ),
+                {"keys": sorted({_lock_key(key) for key in keys})},
             )
-        )
-        return [StoredClick(id=row.id, occurred_at=row.occurred_at, is_bot=row.is_bot) for row in rows]
-
-    def add_event(self, event: EmailEvent) -> None:
-        if event.idempotency_key is not None:
-            self._added_keys.append(event.idempotency_key)
-        self._session.execute(insert(EmailEventRow).values(**_row_values(event)))
-        # Flushes now so that a taken idempotency key fails inside the transaction.
-        self._session.flush()
-
-    def mark_clicks_as_bots(self, click_ids: list[uuid.UUID], verdict: EventVerdict) -> list[EmailEvent]:
-        targets = or_(EmailEventRow.id.in_(click_ids), EmailEventRow.inferred_from_event_id.in_(click_ids))
-        changed_ids = list(
-            self._session.scalars(
-                select(EmailEventRow.id).where(*self._of_message, targets, EmailEventRow.is_bot.is_(False))
+        wanted: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {}
+        for key in keys:
+            wanted.setdefault(key.workspace_id, []).append((key.message_id, key.contact_id))
+        histories: dict[MessageKey, list[EmailEvent]] = {}
+        for workspace_id, pairs in wanted.items():
+            rows = self._connection.execute(
+                select(*_EVENT_COLUMNS)
+                .where(
+                    EmailEventRow.workspace_id == workspace_id,
+                    tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(pairs),
+                )
+                .order_by(EmailEventRow.occurred_at, EmailEventRow.id)
             )
-        )
-        if not changed_ids:
-            return []
-        self._session.execute(
-            update(EmailEventRow).where(EmailEventRow.id.in_(changed_ids)).values(**_verdict_values(verdict)),
-            execution_options={"synchronize_session": False},
-        )
-        rows = self._session.scalars(
-            select(EmailEventRow).where(EmailEventRow.id.in_(changed_ids)).order_by(EmailEventRow.occurred_at)
-        )
-        return [email_event_from_row(row) for row in rows]
+            for row in rows:
+                key = MessageKey(workspace_id, row.message_id, row.contact_id)
+                histories.setdefault(key, []).append(email_event_from_row(row))
+        return histories
 
-    def add_triggers(self, triggers: list[FlowTrigger], now: datetime) -> None:
-        insert_flow_triggers(self._session, triggers, now)
+    def triggers_of_events(self, workspace_id: uuid.UUID, event_ids: Collection[uuid.UUID]) -> list[TriggerReference]:
+        return triggers_of_subjects(self._session, workspace_id, list(event_ids))
 
-    def triggers_of_events(self, event_ids: list[uuid.UUID]) -> list[TriggerReference]:
-        return triggers_of_subjects(self._session, self._workspace_id, event_ids)
+    def add_events(self, events: Sequence[EmailEvent]) -> None:
+        self._events += events
 
-    def has_human_open(self) -> bool:
-        found = self._session.scalar(
-            select(EmailEventRow.id)
-            .where(
-                *self._of_message,
-                EmailEventRow.event_type == EmailEventType.OPENED.value,
-                EmailEventRow.is_bot.is_(False),
+    def update_verdicts(self, events: Sequence[EmailEvent]) -> None:
+        self._reclassified += events
+
+    def add_to_engagement_counters(self, deltas: Mapping[EngagementCounterKey, int]) -> None:
+        for key, delta in deltas.items():
+            self._counter_deltas[key] = self._counter_deltas.get(key, 0) + delta
+
+    def add_triggers(self, triggers: Sequence[FlowTrigger], now: datetime) -> None:
+        self._triggers += triggers
+        self._triggers_created_at = now
+
+    def has_idempotency_keys(self) -> bool:
+        return any(event.idempotency_key is not None for event in self._events)
+
+    def flush(self) -> None:
+        if self._events:
+            self._connection.execute(insert(_EMAIL_EVENTS), [_row_values(event) for event in self._events])
+        by_verdict: dict[EventVerdict, list[uuid.UUID]] = {}
+        for event in self._reclassified:
+            by_verdict.setdefault(event.verdict, []).append(event.id)
+        for verdict, event_ids in by_verdict.items():
+            self._connection.execute(
+                update(_EMAIL_EVENTS).where(EmailEventRow.id.in_(event_ids)).values(**_verdict_values(verdict))
             )
-            .limit(1)
-        )
-        return found is not None
-
-    def earliest_human_click(self) -> EmailEvent | None:
-        row = self._session.scalars(
-            select(EmailEventRow)
-            .where(
-                *self._of_message,
-                EmailEventRow.event_type == EmailEventType.CLICKED.value,
-                EmailEventRow.is_bot.is_(False),
-            )
-            .order_by(EmailEventRow.occurred_at, EmailEventRow.id)
-            .limit(1)
-        ).one_or_none()
-        return email_event_from_row(row) if row is not None else None
+        add_to_engagement_counters(self._session, self._counter_deltas)
+        if self._triggers and self._triggers_created_at is not None:
+            insert_flow_triggers(self._session, self._triggers, self._triggers_created_at)
 
 
-def _lock_key(workspace_id: uuid.UUID, contact_id: uuid.UUID, message_id: str) -> int:
+_EMAIL_EVENTS = cast(Table, EmailEventRow.__table__)
+_EVENT_COLUMNS = tuple(_EMAIL_EVENTS.columns)
+
+
+def _lock_key(key: MessageKey) -> int:
     """Return a signed 64-bit advisory lock key for one contact's events on one message."""
-    digest = hashlib.sha256(f"email-events:{workspace_id}:{contact_id}:{message_id}".encode()).digest()
+    digest = hashlib.sha256(f"email-events:{key.workspace_id}:{key.contact_id}:{key.message_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -303,7 +245,8 @@ def _row_values(event: EmailEvent) -> dict[str, Any]:
     }
 
 
-def email_event_from_row(row: EmailEventRow) -> EmailEvent:
+def email_event_from_row(row: Any) -> EmailEvent:
+    # `row` is an EmailEventRow or a Core row with the same column names.
     verdict = EventVerdict(
         is_bot=row.is_bot,
         bot_type=BotType(row.bot_type) if row.bot_type else None,

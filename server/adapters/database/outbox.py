@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from server.adapters.database.schema import FlowTriggerRow
@@ -26,8 +27,8 @@ def insert_flow_triggers(session: Session, triggers: list[FlowTrigger], now: dat
     if session.get_bind().dialect.name == "postgresql":
         for workspace_id in sorted({trigger.workspace_id for trigger in triggers}):
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _outbox_lock_key(workspace_id)})
-    session.execute(
-        insert(FlowTriggerRow),
+    session.connection().execute(
+        insert(_FLOW_TRIGGERS),
         [
             {
                 "id": trigger.id,
@@ -42,6 +43,9 @@ def insert_flow_triggers(session: Session, triggers: list[FlowTrigger], now: dat
             for trigger in triggers
         ],
     )
+
+
+_FLOW_TRIGGERS = cast(Table, FlowTriggerRow.__table__)
 
 
 def triggers_of_subjects(

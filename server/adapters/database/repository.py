@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Select, and_, func, insert, or_, select
+from sqlalchemy import Engine, Select, Table, and_, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,34 +128,17 @@ class SqlStore:
 
     # Product views
 
-    def add_product_view(self, view: ProductView, trigger: FlowTrigger) -> None:
-        product = view.product
+    @contextmanager
+    def product_view_batch(self) -> Iterator[SqlProductViewBatch]:
+        """Open a batch transaction; the staged views and triggers are inserted right before commit."""
+        batch: SqlProductViewBatch | None = None
         try:
             with self.transaction() as session:
-                session.execute(
-                    insert(ProductViewRow).values(
-                        id=view.id,
-                        workspace_id=view.workspace_id,
-                        contact_id=view.contact_id,
-                        product_id=product.product_id,
-                        product_name=product.product_name,
-                        product_url=product.product_url,
-                        variant_id=product.variant_id,
-                        image_url=product.image_url,
-                        price_amount=product.price.amount if product.price else None,
-                        currency_code=product.price.currency_code if product.price else None,
-                        category=product.category,
-                        brand=product.brand,
-                        sku=product.sku,
-                        session_id=product.session_id,
-                        viewed_at=view.viewed_at,
-                        idempotency_key=view.idempotency_key,
-                        request_fingerprint=view.request_fingerprint,
-                    )
-                )
-                insert_flow_triggers(session, [trigger], view.viewed_at)
+                batch = SqlProductViewBatch(session)
+                yield batch
+                batch.flush()
         except IntegrityError:
-            if view.idempotency_key is None:
+            if batch is None or not batch.has_idempotency_keys():
                 raise
             raise IdempotencyKeyTaken() from None
 
@@ -189,14 +172,67 @@ class SqlStore:
             rows = {row.id: row for row in session.scalars(select(ProductViewRow).where(ProductViewRow.id.in_(ids)))}
             return [_product_view_from_row(rows[view_id]) for view_id in ids]
 
-    def find_product_view_by_idempotency_key(self, workspace_id: uuid.UUID, idempotency_key: str) -> ProductView | None:
-        with self.transaction() as session:
-            row = session.scalars(
-                select(ProductViewRow).where(
-                    ProductViewRow.workspace_id == workspace_id, ProductViewRow.idempotency_key == idempotency_key
-                )
-            ).one_or_none()
-            return _product_view_from_row(row) if row is not None else None
+
+class SqlContactLookup:
+    """Implements ContactLookup on an open session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        # Core statements on the session's connection skip the ORM's per-statement work.
+        self._connection = session.connection()
+
+    def contacts_by_id(self, workspace_id: uuid.UUID, contact_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Contact]:
+        if not contact_ids:
+            return {}
+        rows = self._connection.execute(
+            select(*_CONTACT_COLUMNS).where(ContactRow.workspace_id == workspace_id, ContactRow.id.in_(contact_ids))
+        )
+        return {row.id: _contact_from_row(row) for row in rows}
+
+    def contacts_by_lookup_key(self, workspace_id: uuid.UUID, lookup_keys: Collection[str]) -> dict[str, Contact]:
+        if not lookup_keys:
+            return {}
+        rows = self._connection.execute(
+            select(*_CONTACT_COLUMNS, ContactRow.email_lookup_key).where(
+                ContactRow.workspace_id == workspace_id, ContactRow.email_lookup_key.in_(lookup_keys)
+            )
+        )
+        return {row.email_lookup_key: _contact_from_row(row) for row in rows}
+
+
+class SqlProductViewBatch(SqlContactLookup):
+    """Implements ProductViewBatch on an open session; `flush` inserts what was staged."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._views: list[ProductView] = []
+        self._triggers: list[FlowTrigger] = []
+
+    def product_views_by_idempotency_key(
+        self, workspace_id: uuid.UUID, idempotency_keys: Collection[str]
+    ) -> dict[str, ProductView]:
+        if not idempotency_keys:
+            return {}
+        rows = self._connection.execute(
+            select(*_PRODUCT_VIEWS.columns).where(
+                ProductViewRow.workspace_id == workspace_id, ProductViewRow.idempotency_key.in_(idempotency_keys)
+            )
+        )
+        return {row.idempotency_key: _product_view_from_row(row) for row in rows}
+
+    def add_product_views(self, views: Sequence[ProductView], triggers: Sequence[FlowTrigger]) -> None:
+        self._views += views
+        self._triggers += triggers
+
+    def has_idempotency_keys(self) -> bool:
+        return any(view.idempotency_key is not None for view in self._views)
+
+    def flush(self) -> None:
+        if not self._views:
+            return
+        self._connection.execute(insert(_PRODUCT_VIEWS), [_product_view_values(view) for view in self._views])
+        # Every view of a batch has the same time, which is also when its trigger was created.
+        insert_flow_triggers(self._session, self._triggers, self._views[0].viewed_at)
 
 
 # SQLSTATEs after which a retry can succeed: the standby is read-only during a failover
@@ -230,11 +266,40 @@ def _newest_first(statement: Select[Any], view_id: Any, viewed_at: Any, query: P
     return statement.order_by(viewed_at.desc(), view_id.desc()).limit(query.limit)
 
 
-def _contact_from_row(row: ContactRow) -> Contact:
+_PRODUCT_VIEWS = cast(Table, ProductViewRow.__table__)
+_CONTACT_COLUMNS = (ContactRow.id, ContactRow.workspace_id, ContactRow.email, ContactRow.created_at)
+
+
+def _product_view_values(view: ProductView) -> dict[str, Any]:
+    product = view.product
+    return {
+        "id": view.id,
+        "workspace_id": view.workspace_id,
+        "contact_id": view.contact_id,
+        "product_id": product.product_id,
+        "product_name": product.product_name,
+        "product_url": product.product_url,
+        "variant_id": product.variant_id,
+        "image_url": product.image_url,
+        "price_amount": product.price.amount if product.price else None,
+        "currency_code": product.price.currency_code if product.price else None,
+        "category": product.category,
+        "brand": product.brand,
+        "sku": product.sku,
+        "session_id": product.session_id,
+        "viewed_at": view.viewed_at,
+        "idempotency_key": view.idempotency_key,
+        "request_fingerprint": view.request_fingerprint,
+    }
+
+
+def _contact_from_row(row: Any) -> Contact:
+    # `row` is a ContactRow or a Core row with the same column names.
     return Contact(id=row.id, workspace_id=row.workspace_id, email=row.email, created_at=row.created_at)
 
 
-def _product_view_from_row(row: ProductViewRow) -> ProductView:
+def _product_view_from_row(row: Any) -> ProductView:
+    # `row` is a ProductViewRow or a Core row with the same column names.
     price = None
     if row.price_amount is not None and row.currency_code is not None:
         # PostgreSQL returns NUMERIC(28, 9) with all 9 places; the domain keeps 99.99 as 99.99.

@@ -7,10 +7,24 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.adapters.database.column_types import ExactDecimal, UtcDateTime
+from server.domain.engagement import engagement_metric_names
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -160,3 +174,25 @@ class FlowConsumerGroupRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def counter_column_name(metric: str) -> str:
+    """Return the column of a metric of server/domain/engagement.py: "opened.events" is opened_events."""
+    return metric.replace(".", "_")
+
+
+# Engagement counts of one message or campaign, one row per scope, kept current by the
+# transactions that record events. A metric is a column, so recording an event updates one row
+# per scope. The metric names and what they count are listed in server/domain/engagement.py.
+engagement_counters = Table(
+    "engagement_counters",
+    Base.metadata,
+    Column("workspace_id", Uuid, ForeignKey("workspaces.id"), primary_key=True),
+    # "message" or "campaign", the kind of id in scope_id.
+    Column("scope_kind", String(10), primary_key=True),
+    Column("scope_id", String(200), primary_key=True),
+    *(
+        Column(counter_column_name(metric), BigInteger, nullable=False, server_default="0")
+        for metric in engagement_metric_names()
+    ),
+)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +35,7 @@ from server.entrypoints.settings import Settings
 from server.usecases.contacts import ContactDirectory
 from server.usecases.email_events import EmailEventRecorder
 from server.usecases.flow_triggers import FlowTriggerFeed
+from server.usecases.group_commit import GroupCommit, GroupCommitSettings
 from server.usecases.product_views import ProductViewTracker
 from server.usecases.tracking_links import LinkSettings, TrackingLinks
 from server.usecases.workspaces import Authenticator
@@ -91,6 +93,7 @@ class GrpcApp:
     port: int
     flow_triggers: FlowTriggerServicer
     pruning: asyncio.Task[None]
+    group_commits: tuple[GroupCommit[Any, Any], ...]
 
     async def stop(self, grace_seconds: float) -> None:
         """Report NOT_SERVING, end trigger streams, let other calls finish within the grace period, then close."""
@@ -98,6 +101,9 @@ class GrpcApp:
         self.pruning.cancel()
         self.flow_triggers.close()
         await self.server.stop(grace_seconds)
+        # Batches that started before or during the grace period still commit.
+        for group_commit in self.group_commits:
+            await group_commit.close()
         self.executor.shutdown(wait=True)
         self.engine.dispose()
 
@@ -110,6 +116,10 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
         raise ValueError(
             f"--trigger-pruning-interval-seconds must be more than 0, got {settings.trigger_pruning_interval_seconds}"
         )
+    if settings.write_batch_size < 1:
+        raise ValueError(f"--write-batch-size must be at least 1, got {settings.write_batch_size}")
+    if settings.batch_writers < 0:
+        raise ValueError(f"--batch-writers must be 0 or more, got {settings.batch_writers}")
     engine = create_database_engine(
         settings.database_url, PoolSettings(size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
     )
@@ -121,7 +131,11 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
     store = SqlStore(engine)
     contacts = ContactDirectory(store, utc_now)
     classifier = load_classifier(settings.network_data_dir)
-    recorder = EmailEventRecorder(contacts, SqlEmailEventStore(store), classifier, utc_now)
+    recorder = EmailEventRecorder(SqlEmailEventStore(store), classifier, utc_now)
+    product_views = ProductViewTracker(contacts, store, utc_now)
+    commit_settings = _group_commit_settings(settings, engine)
+    product_view_commits = GroupCommit("product-views", product_views.track_batch, commit_settings)
+    email_event_commits = GroupCommit("email-events", recorder.record_batch, commit_settings)
     link_settings = LinkSettings(
         keyring=parse_signing_keys(settings.link_signing_keys),
         gateway_base_url=settings.tracking_base_url or None,
@@ -139,7 +153,7 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
             binder.bind(CONTACT_SERVICE, ContactServicer(contacts)),
             binder.bind(
                 TRACKING_SERVICE,
-                TrackingServicer(ProductViewTracker(contacts, store, utc_now), recorder, tracking_links),
+                TrackingServicer(product_views, recorder, tracking_links, product_view_commits, email_event_commits),
                 {"RecordTrackingHits": gateway_authenticator},
             ),
         )
@@ -170,7 +184,13 @@ async def start_grpc_app(settings: Settings) -> GrpcApp:
         port=port,
         flow_triggers=flow_triggers,
         pruning=pruning,
+        group_commits=(product_view_commits, email_event_commits),
     )
+
+
+def _group_commit_settings(settings: Settings, engine: Engine) -> GroupCommitSettings:
+    writers = settings.batch_writers or (1 if engine.dialect.name == "sqlite" else 2)
+    return GroupCommitSettings(max_batch_size=settings.write_batch_size, writers=writers)
 
 
 async def prune_flow_triggers_forever(feed: FlowTriggerFeed, executor: ThreadPoolExecutor, settings: Settings) -> None:

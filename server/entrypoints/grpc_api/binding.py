@@ -1,19 +1,20 @@
 """Binds servicer methods to the RPCs of a service descriptor, wrapped in the per-call rules.
 
 For every call the wrapper parses the request leniently, so that bad bytes are never INTERNAL.
-It authenticates the API key and runs the servicer method on a worker thread within the call's
-deadline. Domain errors become rich statuses, and every call writes one log line.
+It authenticates the API key and runs the servicer method within the call's deadline: on a
+worker thread, or on the event loop when the method is a coroutine function. Domain errors become rich statuses, and every call writes one log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -27,6 +28,7 @@ from server.entrypoints.grpc_api.statuses import error_status, internal_status
 logger = logging.getLogger(__name__)
 
 ServicerMethod = Callable[[uuid.UUID, Any], Message]
+AsyncServicerMethod = Callable[[uuid.UUID, Any], Awaitable[Message]]
 StreamingServicerMethod = Callable[[uuid.UUID, Any], AsyncIterator[Message]]
 
 
@@ -34,6 +36,11 @@ class CallerAuthenticator(Protocol):
     """Maps a call's bearer token (None when absent) to the caller id the servicer gets."""
 
     def authenticate(self, token: str | None, /) -> uuid.UUID: ...
+
+
+# An authenticator may also offer `cached_workspace_id(token) -> uuid.UUID | None`, which answers
+# from memory, so a coroutine method needs no worker thread for a known key.
+CachedLookup = Callable[[str | None], uuid.UUID | None]
 
 
 class MalformedRequest:
@@ -114,7 +121,10 @@ class ServiceBinder:
         return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
     def _wrap(
-        self, rpc_name: str, implementation: ServicerMethod, authenticator: CallerAuthenticator
+        self,
+        rpc_name: str,
+        implementation: ServicerMethod | AsyncServicerMethod,
+        authenticator: CallerAuthenticator,
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             record = _CallRecord(rpc_name, context)
@@ -166,7 +176,7 @@ class ServiceBinder:
 
     async def _run(
         self,
-        implementation: ServicerMethod,
+        implementation: ServicerMethod | AsyncServicerMethod,
         authenticator: CallerAuthenticator,
         request: Any,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -177,11 +187,24 @@ class ServiceBinder:
             raise TimeoutError
         token = _bearer_token(context)
         loop = asyncio.get_running_loop()
+        if inspect.iscoroutinefunction(implementation):
+            # Coroutine methods run on the event loop; only a cache miss needs a worker thread.
+            cached_lookup: CachedLookup | None = getattr(authenticator, "cached_workspace_id", None)
+            caller = cached_lookup(token) if cached_lookup is not None else None
+            if caller is None:
+                caller = await loop.run_in_executor(self._executor, authenticator.authenticate, token)
+            record.caller = caller
+            _reject_malformed(request)
+            coroutine_method = cast(AsyncServicerMethod, implementation)
+            # asyncio.timeout cancels the method in place; wait_for would wrap it in another task.
+            async with asyncio.timeout(remaining):
+                return await coroutine_method(caller, request)
+        sync_method = cast(ServicerMethod, implementation)
 
         def authenticate_and_call() -> Message:
             record.caller = authenticator.authenticate(token)
             _reject_malformed(request)
-            return implementation(record.caller, request)
+            return sync_method(record.caller, request)
 
         future = loop.run_in_executor(self._executor, authenticate_and_call)
         return await asyncio.wait_for(future, timeout=remaining)

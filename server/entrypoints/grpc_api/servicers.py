@@ -1,4 +1,4 @@
-"""gRPC servicers. Their methods run on worker threads, after authentication, one call each."""
+"""gRPC servicers. Their methods run after authentication, on worker threads unless they are coroutines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 from google.rpc import code_pb2, status_pb2
 
 from server.domain.errors import TrackingError
+from server.domain.product_views import ProductView
 from server.entrypoints.error_table import mapping_for
 from server.entrypoints.grpc_api.statuses import error_status_message
 from server.entrypoints.grpc_api.translate import (
@@ -20,11 +21,13 @@ from server.entrypoints.grpc_api.translate import (
     product_view_input,
     product_view_list_input,
     product_view_message,
+    record_email_event_response,
     tracking_hit_input,
 )
 from server.usecases.contacts import ContactDirectory
-from server.usecases.email_events import EmailEventRecorder
-from server.usecases.product_views import ProductViewTracker
+from server.usecases.email_events import EmailEventRecorder, PendingEmailEvent, RecordedEmailEvent
+from server.usecases.group_commit import GroupCommit
+from server.usecases.product_views import PendingProductView, ProductViewTracker
 from server.usecases.tracking_links import TrackingLinks
 from topmail.tracking.v1 import contact_service_pb2, tracking_service_pb2
 
@@ -49,19 +52,31 @@ class ContactServicer:
 
 
 class TrackingServicer:
-    """Implements `topmail.tracking.v1.TrackingService`."""
+    """Implements `topmail.tracking.v1.TrackingService`.
+
+    TrackProductView and RecordEmailEvent are coroutines: they validate on the event loop and
+    hand the request to a group commit, which answers once the request's batch has committed.
+    """
 
     def __init__(
-        self, product_views: ProductViewTracker, email_events: EmailEventRecorder, tracking_links: TrackingLinks
+        self,
+        product_views: ProductViewTracker,
+        email_events: EmailEventRecorder,
+        tracking_links: TrackingLinks,
+        product_view_commits: GroupCommit[PendingProductView, ProductView],
+        email_event_commits: GroupCommit[PendingEmailEvent, RecordedEmailEvent],
     ) -> None:
         self._product_views = product_views
         self._email_events = email_events
         self._tracking_links = tracking_links
+        self._product_view_commits = product_view_commits
+        self._email_event_commits = email_event_commits
 
-    def TrackProductView(
+    async def TrackProductView(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.TrackProductViewRequest
     ) -> tracking_service_pb2.TrackProductViewResponse:
-        view = self._product_views.track(workspace_id, product_view_input(request))
+        pending = self._product_views.prepare(workspace_id, product_view_input(request))
+        view = await self._product_view_commits.submit(pending)
         return tracking_service_pb2.TrackProductViewResponse(product_view=product_view_message(view))
 
     def ListProductViews(
@@ -72,15 +87,28 @@ class TrackingServicer:
             product_views=[product_view_message(view) for view in page.views], next_page_token=page.next_page_token
         )
 
-    def RecordEmailEvent(
+    async def RecordEmailEvent(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.RecordEmailEventRequest
     ) -> tracking_service_pb2.RecordEmailEventResponse:
-        recorded = self._email_events.record(workspace_id, email_event_input(request))
-        return tracking_service_pb2.RecordEmailEventResponse(
-            email_event=email_event_message(recorded.event),
-            created_events=[email_event_message(event) for event in recorded.created],
-            reclassified_events=[email_event_message(event) for event in recorded.reclassified],
-        )
+        pending = self._email_events.prepare(workspace_id, email_event_input(request))
+        recorded = await self._email_event_commits.submit(pending)
+        return record_email_event_response(recorded)
+
+    def RecordEmailEvents(
+        self, workspace_id: uuid.UUID, request: tracking_service_pb2.RecordEmailEventsRequest
+    ) -> tracking_service_pb2.RecordEmailEventsResponse:
+        inputs = [email_event_input(element) for element in request.requests]
+        outcomes = self._email_events.record_many(workspace_id, inputs)
+
+        response = tracking_service_pb2.RecordEmailEventsResponse()
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                response.results.add(status=_failure_status(outcome))
+            else:
+                response.results.add(
+                    status=status_pb2.Status(code=code_pb2.OK), response=record_email_event_response(outcome)
+                )
+        return response
 
     def ListEmailEvents(
         self, workspace_id: uuid.UUID, request: tracking_service_pb2.ListEmailEventsRequest
@@ -112,10 +140,19 @@ class TrackingServicer:
         outcomes = self._tracking_links.record_hits([tracking_hit_input(hit) for hit in request.hits])
         response = tracking_service_pb2.RecordTrackingHitsResponse()
         for outcome in outcomes:
-            if isinstance(outcome, TrackingError):
-                response.results.add(status=error_status_message(outcome, mapping_for(outcome)))
-            elif isinstance(outcome, Exception):
-                response.results.add(status=status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+            if isinstance(outcome, Exception):
+                response.results.add(status=_failure_status(outcome))
             else:
                 response.results.add(status=status_pb2.Status(code=code_pb2.OK), email_event_id=str(outcome.event.id))
         return response
+
+
+def _failure_status(error: Exception) -> status_pb2.Status:
+    """Build the status of one failed element of a batch.
+
+    An error outside the TrackingError hierarchy is a bug. The use case logged it with its ids
+    where it caught it, so the caller gets only a generic INTERNAL message.
+    """
+    if isinstance(error, TrackingError):
+        return error_status_message(error, mapping_for(error))
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; the server logged it")

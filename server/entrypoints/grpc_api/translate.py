@@ -14,6 +14,7 @@ from server.domain.instrumentation import InstrumentedHtml
 from server.domain.money import Price
 from server.domain.product_views import MoneyInput, ProductView, ProductViewInput, ProductViewListInput
 from server.domain.tracking_links import TrackingKind
+from server.usecases.email_events import RecordedEmailEvent
 from server.usecases.tracking_links import InstrumentInput, TrackingHitInput
 from topmail.tracking.v1 import contact_pb2, email_event_pb2, product_view_pb2, tracking_service_pb2
 
@@ -110,6 +111,14 @@ def email_event_input(request: tracking_service_pb2.RecordEmailEventRequest) -> 
         honeypot_link=request.honeypot_link,
         delivered_at=_timestamp_input(request.delivered_at) if request.HasField("delivered_at") else None,
         idempotency_key=request.idempotency_key,
+    )
+
+
+def record_email_event_response(recorded: RecordedEmailEvent) -> tracking_service_pb2.RecordEmailEventResponse:
+    return tracking_service_pb2.RecordEmailEventResponse(
+        email_event=email_event_message(recorded.event),
+        created_events=[email_event_message(event) for event in recorded.created],
+        reclassified_events=[email_event_message(event) for event in recorded.reclassified],
     )
 
 

@@ -340,6 +340,92 @@ class RecordEmailEventResponse(_message.Message):
 Global___RecordEmailEventResponse: _TypeAlias = RecordEmailEventResponse  # noqa: Y015
 
 @_typing.final
+class RecordEmailEventsRequest(_message.Message):
+    """Request of `TrackingService.RecordEmailEvents`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordEmailEventRequest]:
+        """Required. 1 to 500 events, recorded in this order. Each is validated as
+        the request of a RecordEmailEvent call.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RecordEmailEventRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEmailEventsRequest: _TypeAlias = RecordEmailEventsRequest  # noqa: Y015
+
+@_typing.final
+class RecordEmailEventResult(_message.Message):
+    """The outcome of one event of a `RecordEmailEvents` batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """OK, or the error this event alone got, with the same code, reason and
+        details as RecordEmailEvent would return for it. Field paths in a
+        `google.rpc.BadRequest` are relative to the element. INTERNAL means a
+        server bug, which the server logs; the other events are not affected.
+        """
+
+    @_builtins.property
+    def response(self) -> Global___RecordEmailEventResponse:
+        """What RecordEmailEvent would return for this event, set only when the
+        status is OK.
+        """
+
+    def __init__(
+        self,
+        *,
+        status: _status_pb2.Status | None = ...,
+        response: Global___RecordEmailEventResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEmailEventResult: _TypeAlias = RecordEmailEventResult  # noqa: Y015
+
+@_typing.final
+class RecordEmailEventsResponse(_message.Message):
+    """Response of `TrackingService.RecordEmailEvents`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordEmailEventResult]:
+        """One result per event, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RecordEmailEventResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEmailEventsResponse: _TypeAlias = RecordEmailEventsResponse  # noqa: Y015
+
+@_typing.final
 class ListEmailEventsRequest(_message.Message):
     """Request of `TrackingService.ListEmailEvents`. Every filter that is set must
     match.

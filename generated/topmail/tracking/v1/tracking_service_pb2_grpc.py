@@ -64,6 +64,11 @@ class TrackingServiceStub:
                 request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.SerializeToString,
                 response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.FromString,
                 _registered_method=True)
+        self.RecordEmailEvents = channel.unary_unary(
+                '/topmail.tracking.v1.TrackingService/RecordEmailEvents',
+                request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsRequest.SerializeToString,
+                response_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsResponse.FromString,
+                _registered_method=True)
         self.ListEmailEvents = channel.unary_unary(
                 '/topmail.tracking.v1.TrackingService/ListEmailEvents',
                 request_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.ListEmailEventsRequest.SerializeToString,
@@ -150,11 +155,57 @@ class TrackingServiceServicer:
         across concurrent calls and server processes. A message needs no
         registration: its first event makes it known.
 
+        The call returns after the transaction that stores the event commits.
+        Concurrent calls share such transactions (group commit), so an OK
+        response always means the event is stored.
+
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
         listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
         (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
         an `idempotency_key`, a retry returns the first call's event and stores
         nothing new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEmailEvents(self, request, context):
+        """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
+        record it, in request order, and returns one result per event. A caller
+        with many events, such as a sending system's delivery webhooks or an
+        import, needs one call per batch instead of one per event.
+
+        An event that fails gets its error in its own `status`, and the other
+        events of the batch are recorded all the same. The status has the code,
+        reason and details that RecordEmailEvent would return for that event:
+        INVALID_ARGUMENT (VALIDATION_FAILED or CONTACT_MISMATCH, with a
+        `google.rpc.BadRequest` whose field paths are relative to the element,
+        such as `client_ip` rather than `requests[2].client_ip`), NOT_FOUND
+        (CONTACT_NOT_FOUND) or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED), each
+        with a `google.rpc.ErrorInfo`.
+
+        Events of one contact and message are applied in request order, so the
+        rules of RecordEmailEvent hold within a batch as they do across calls: a
+        click 3 seconds after a DELIVERED event earlier in the batch is a timing
+        bot, three clicks within 2 seconds are a burst, and a human click with no
+        human open gets an inferred open. Two elements with the same
+        `idempotency_key` behave like two calls in a row: the second returns the
+        first one's event, or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) when
+        its content differs.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED, with the field `requests` in
+        the `google.rpc.BadRequest`) for an empty batch or more than 500 events,
+        and records nothing then.
+
+        Returns UNAVAILABLE (STORAGE_UNAVAILABLE) for the whole call when storage
+        fails. The batch is stored in one transaction, so nothing of it is stored
+        then and the whole batch can be sent again. The exception: when a
+        concurrent call stored one of the batch's idempotency keys first, or the
+        database rejected one of its writes, the server falls back to one
+        transaction per event, and the events recorded before the failure stay
+        stored. With an `idempotency_key` on every event, a retry after
+        UNAVAILABLE or DEADLINE_EXCEEDED stores each event once and returns the
+        first call's event ids.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +287,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.RecordEmailEvent,
                     request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.FromString,
                     response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.SerializeToString,
+            ),
+            'RecordEmailEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEmailEvents,
+                    request_deserializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsRequest.FromString,
+                    response_serializer=topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsResponse.SerializeToString,
             ),
             'ListEmailEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEmailEvents,
@@ -354,6 +410,33 @@ class TrackingService:
             '/topmail.tracking.v1.TrackingService/RecordEmailEvent',
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventRequest.SerializeToString,
             topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEmailEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/topmail.tracking.v1.TrackingService/RecordEmailEvents',
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsRequest.SerializeToString,
+            topmail_dot_tracking_dot_v1_dot_tracking__service__pb2.RecordEmailEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

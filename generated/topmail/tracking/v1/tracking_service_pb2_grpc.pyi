@@ -86,11 +86,53 @@ class TrackingServiceStub:
     across concurrent calls and server processes. A message needs no
     registration: its first event makes it known.
 
+    The call returns after the transaction that stores the event commits.
+    Concurrent calls share such transactions (group commit), so an OK
+    response always means the event is stored.
+
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
     listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
     (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
     an `idempotency_key`, a retry returns the first call's event and stores
     nothing new.
+    """
+    RecordEmailEvents: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventsRequest, _tracking_service_pb2.RecordEmailEventsResponse]
+    """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
+    record it, in request order, and returns one result per event. A caller
+    with many events, such as a sending system's delivery webhooks or an
+    import, needs one call per batch instead of one per event.
+
+    An event that fails gets its error in its own `status`, and the other
+    events of the batch are recorded all the same. The status has the code,
+    reason and details that RecordEmailEvent would return for that event:
+    INVALID_ARGUMENT (VALIDATION_FAILED or CONTACT_MISMATCH, with a
+    `google.rpc.BadRequest` whose field paths are relative to the element,
+    such as `client_ip` rather than `requests[2].client_ip`), NOT_FOUND
+    (CONTACT_NOT_FOUND) or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED), each
+    with a `google.rpc.ErrorInfo`.
+
+    Events of one contact and message are applied in request order, so the
+    rules of RecordEmailEvent hold within a batch as they do across calls: a
+    click 3 seconds after a DELIVERED event earlier in the batch is a timing
+    bot, three clicks within 2 seconds are a burst, and a human click with no
+    human open gets an inferred open. Two elements with the same
+    `idempotency_key` behave like two calls in a row: the second returns the
+    first one's event, or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) when
+    its content differs.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED, with the field `requests` in
+    the `google.rpc.BadRequest`) for an empty batch or more than 500 events,
+    and records nothing then.
+
+    Returns UNAVAILABLE (STORAGE_UNAVAILABLE) for the whole call when storage
+    fails. The batch is stored in one transaction, so nothing of it is stored
+    then and the whole batch can be sent again. The exception: when a
+    concurrent call stored one of the batch's idempotency keys first, or the
+    database rejected one of its writes, the server falls back to one
+    transaction per event, and the events recorded before the failure stay
+    stored. With an `idempotency_key` on every event, a retry after
+    UNAVAILABLE or DEADLINE_EXCEEDED stores each event once and returns the
+    first call's event ids.
     """
     ListEmailEvents: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.ListEmailEventsRequest, _tracking_service_pb2.ListEmailEventsResponse]
     """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
@@ -194,11 +236,53 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     across concurrent calls and server processes. A message needs no
     registration: its first event makes it known.
 
+    The call returns after the transaction that stores the event commits.
+    Concurrent calls share such transactions (group commit), so an OK
+    response always means the event is stored.
+
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
     listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
     (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
     an `idempotency_key`, a retry returns the first call's event and stores
     nothing new.
+    """
+    RecordEmailEvents: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.RecordEmailEventsRequest, _tracking_service_pb2.RecordEmailEventsResponse]  # type: ignore[assignment]
+    """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
+    record it, in request order, and returns one result per event. A caller
+    with many events, such as a sending system's delivery webhooks or an
+    import, needs one call per batch instead of one per event.
+
+    An event that fails gets its error in its own `status`, and the other
+    events of the batch are recorded all the same. The status has the code,
+    reason and details that RecordEmailEvent would return for that event:
+    INVALID_ARGUMENT (VALIDATION_FAILED or CONTACT_MISMATCH, with a
+    `google.rpc.BadRequest` whose field paths are relative to the element,
+    such as `client_ip` rather than `requests[2].client_ip`), NOT_FOUND
+    (CONTACT_NOT_FOUND) or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED), each
+    with a `google.rpc.ErrorInfo`.
+
+    Events of one contact and message are applied in request order, so the
+    rules of RecordEmailEvent hold within a batch as they do across calls: a
+    click 3 seconds after a DELIVERED event earlier in the batch is a timing
+    bot, three clicks within 2 seconds are a burst, and a human click with no
+    human open gets an inferred open. Two elements with the same
+    `idempotency_key` behave like two calls in a row: the second returns the
+    first one's event, or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) when
+    its content differs.
+
+    Returns INVALID_ARGUMENT (VALIDATION_FAILED, with the field `requests` in
+    the `google.rpc.BadRequest`) for an empty batch or more than 500 events,
+    and records nothing then.
+
+    Returns UNAVAILABLE (STORAGE_UNAVAILABLE) for the whole call when storage
+    fails. The batch is stored in one transaction, so nothing of it is stored
+    then and the whole batch can be sent again. The exception: when a
+    concurrent call stored one of the batch's idempotency keys first, or the
+    database rejected one of its writes, the server falls back to one
+    transaction per event, and the events recorded before the failure stay
+    stored. With an `idempotency_key` on every event, a retry after
+    UNAVAILABLE or DEADLINE_EXCEEDED stores each event once and returns the
+    first call's event ids.
     """
     ListEmailEvents: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.ListEmailEventsRequest, _tracking_service_pb2.ListEmailEventsResponse]  # type: ignore[assignment]
     """Lists e-mail events of the workspace, newest first (by `occurred_at`, then
@@ -317,11 +401,59 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         across concurrent calls and server processes. A message needs no
         registration: its first event makes it known.
 
+        The call returns after the transaction that stores the event commits.
+        Concurrent calls share such transactions (group commit), so an OK
+        response always means the event is stored.
+
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) with a `google.rpc.BadRequest`
         listing every invalid field; INVALID_ARGUMENT (CONTACT_MISMATCH); NOT_FOUND
         (CONTACT_NOT_FOUND); and FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED). With
         an `idempotency_key`, a retry returns the first call's event and stores
         nothing new.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordEmailEvents(
+        self,
+        request: _tracking_service_pb2.RecordEmailEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.RecordEmailEventsResponse, _abc.Awaitable[_tracking_service_pb2.RecordEmailEventsResponse]]:
+        """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
+        record it, in request order, and returns one result per event. A caller
+        with many events, such as a sending system's delivery webhooks or an
+        import, needs one call per batch instead of one per event.
+
+        An event that fails gets its error in its own `status`, and the other
+        events of the batch are recorded all the same. The status has the code,
+        reason and details that RecordEmailEvent would return for that event:
+        INVALID_ARGUMENT (VALIDATION_FAILED or CONTACT_MISMATCH, with a
+        `google.rpc.BadRequest` whose field paths are relative to the element,
+        such as `client_ip` rather than `requests[2].client_ip`), NOT_FOUND
+        (CONTACT_NOT_FOUND) or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED), each
+        with a `google.rpc.ErrorInfo`.
+
+        Events of one contact and message are applied in request order, so the
+        rules of RecordEmailEvent hold within a batch as they do across calls: a
+        click 3 seconds after a DELIVERED event earlier in the batch is a timing
+        bot, three clicks within 2 seconds are a burst, and a human click with no
+        human open gets an inferred open. Two elements with the same
+        `idempotency_key` behave like two calls in a row: the second returns the
+        first one's event, or FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) when
+        its content differs.
+
+        Returns INVALID_ARGUMENT (VALIDATION_FAILED, with the field `requests` in
+        the `google.rpc.BadRequest`) for an empty batch or more than 500 events,
+        and records nothing then.
+
+        Returns UNAVAILABLE (STORAGE_UNAVAILABLE) for the whole call when storage
+        fails. The batch is stored in one transaction, so nothing of it is stored
+        then and the whole batch can be sent again. The exception: when a
+        concurrent call stored one of the batch's idempotency keys first, or the
+        database rejected one of its writes, the server falls back to one
+        transaction per event, and the events recorded before the failure stay
+        stored. With an `idempotency_key` on every event, a retry after
+        UNAVAILABLE or DEADLINE_EXCEEDED stores each event once and returns the
+        first call's event ids.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,81 @@
+"""The events of one contact on one message while a batch records more of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from server.domain.classification import EmailEventType
+from server.domain.email_events import EmailEvent, EventVerdict
+
+
+class MessageHistory:
+    """Stored events of one message key plus the events and verdict changes of the current batch.
+
+    Rules read the current state, so an event recorded earlier in the same batch counts
+    exactly like one stored by an earlier transaction.
+    """
+
+    def __init__(self, stored: Sequence[EmailEvent]) -> None:
+        self.stored = tuple(stored)
+        self._events: dict[uuid.UUID, EmailEvent] = {event.id: event for event in stored}
+        self._created: list[uuid.UUID] = []
+
+    def events(self) -> list[EmailEvent]:
+        return list(self._events.values())
+
+    def delivery_time(self) -> datetime | None:
+        """Return the time of the earliest DELIVERED event."""
+        return min(
+            (event.occurred_at for event in self._events.values() if event.event_type is EmailEventType.DELIVERED),
+            default=None,
+        )
+
+    def clicks_between(self, start: datetime, end: datetime) -> list[EmailEvent]:
+        """Return the clicks that occurred from `start` to `end`, both included."""
+        return [
+            event
+            for event in self._events.values()
+            if event.event_type is EmailEventType.CLICKED and start <= event.occurred_at <= end
+        ]
+
+    def add(self, event: EmailEvent) -> None:
+        self._events[event.id] = event
+        self._created.append(event.id)
+
+    def mark_clicks_as_bots(self, click_ids: Collection[uuid.UUID], verdict: EventVerdict) -> list[EmailEvent]:
+        """Give the still-human clicks among `click_ids`, and their inferred opens, the verdict.
+
+        Returns the changed events, oldest first.
+        """
+        changed = [
+            dataclasses.replace(event, verdict=verdict)
+            for event in self._events.values()
+            if not event.verdict.is_bot and (event.id in click_ids or event.inferred_from_event_id in click_ids)
+        ]
+        for event in changed:
+            self._events[event.id] = event
+        return sorted(changed, key=lambda event: (event.occurred_at, event.id))
+
+    def has_human_open(self) -> bool:
+        return any(
+            event.event_type is EmailEventType.OPENED and not event.verdict.is_bot for event in self._events.values()
+        )
+
+    def earliest_human_click(self) -> EmailEvent | None:
+        clicks = [
+            event
+            for event in self._events.values()
+            if event.event_type is EmailEventType.CLICKED and not event.verdict.is_bot
+        ]
+        return min(clicks, key=lambda event: (event.occurred_at, event.id), default=None)
+
+    def created_events(self) -> list[EmailEvent]:
+        """Return the events of this batch with their current verdicts, in the order they were added."""
+        return [self._events[event_id] for event_id in self._created]
+
+    def reclassified_stored_events(self) -> list[EmailEvent]:
+        """Return stored events whose verdict this batch changed."""
+        return [self._events[event.id] for event in self.stored if self._events[event.id].verdict != event.verdict]
