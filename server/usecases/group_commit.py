@@ -95,6 +95,12 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 extra={"queue": self._name, "items": len(items), "error": type(error).__name__},
             )
             outcomes = [error] * len(items)
+        if len(outcomes) != len(items):
+            logger.error(
+                "batch writer returned the wrong number of outcomes",
+                extra={"queue": self._name, "items": len(items), "outcomes": len(outcomes)},
+            )
+            outcomes = [RuntimeError("batch writer returned the wrong number of outcomes")] * len(items)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

@@ -105,9 +105,9 @@ def _filter_conditions(query: EmailEventQuery) -> list[ColumnElement[bool]]:
 class SqlEmailEventBatch(SqlContactLookup):
     """Implements EmailEventBatch on an open session; `flush` applies what was staged.
 
-    `flush` writes in a fixed order: events, verdict changes, engagement counters in key
-    order, then flow triggers. Every batch takes its row locks and advisory locks in that
-    order, so two batches can wait for each other but never deadlock.
+    `flush` writes in a fixed order: events sorted by idempotency key, verdict changes,
+    engagement counters in key order, then flow triggers. Every batch takes its row locks and
+    advisory locks in that order, so two batches can wait for each other but not deadlock.
     """
 
     def __init__(self, session: Session) -> None:
@@ -186,7 +186,10 @@ class SqlEmailEventBatch(SqlContactLookup):
 
     def flush(self) -> None:
         if self._events:
-            self._connection.execute(insert(_EMAIL_EVENTS), [_row_values(event) for event in self._events])
+            # Key order: two batches that retry the same keys wait for each other on the unique
+            # index in the same order.
+            events = sorted(self._events, key=_idempotency_order)
+            self._connection.execute(insert(_EMAIL_EVENTS), [_row_values(event) for event in events])
         by_verdict: dict[EventVerdict, list[uuid.UUID]] = {}
         for event in self._reclassified:
             by_verdict.setdefault(event.verdict, []).append(event.id)
@@ -201,6 +204,10 @@ class SqlEmailEventBatch(SqlContactLookup):
 
 _EMAIL_EVENTS = cast(Table, EmailEventRow.__table__)
 _EVENT_COLUMNS = tuple(_EMAIL_EVENTS.columns)
+
+
+def _idempotency_order(event: EmailEvent) -> tuple[str, str]:
+    return str(event.workspace_id), event.idempotency_key or ""
 
 
 def _lock_key(key: MessageKey) -> int:

@@ -230,7 +230,10 @@ class SqlProductViewBatch(SqlContactLookup):
     def flush(self) -> None:
         if not self._views:
             return
-        self._connection.execute(insert(_PRODUCT_VIEWS), [_product_view_values(view) for view in self._views])
+        # Key order: two batches that retry the same keys wait for each other on the unique index
+        # in the same order, so they cannot deadlock.
+        views = sorted(self._views, key=lambda view: (str(view.workspace_id), view.idempotency_key or ""))
+        self._connection.execute(insert(_PRODUCT_VIEWS), [_product_view_values(view) for view in views])
         # Every view of a batch has the same time, which is also when its trigger was created.
         insert_flow_triggers(self._session, self._triggers, self._views[0].viewed_at)
 

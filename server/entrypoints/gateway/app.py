@@ -9,7 +9,6 @@ import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -195,8 +194,8 @@ class TrackingGateway:
 
     def _record(self, scope: Scope, token: str, kind: tracking_service_pb2.TrackingHitKind.ValueType) -> None:
         headers = _headers(scope)
-        occurred_at = timestamp_pb2.Timestamp()
-        occurred_at.FromDatetime(datetime.now(UTC))
+        now_ns = time.time_ns()
+        occurred_at = timestamp_pb2.Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000)
         peer = scope.get("client")
         hit = tracking_service_pb2.TrackingHit(
             token=token,
@@ -306,9 +305,13 @@ def _clean(value: str, max_length: int) -> str:
     Those are control characters (tab aside), surrogates and unassigned code points. NOTE: a
     longer user agent is recorded cut short rather than rejected, so that the hit is kept.
     """
+    value = value[:max_length]
+    # Printable ASCII, which nearly every real header value is, has none of those characters.
+    if value.isascii() and value.isprintable():
+        return value
     return "".join(
         "?" if character != "\t" and unicodedata.category(character) in ("Cc", "Cs", "Cn") else character
-        for character in value[:max_length]
+        for character in value
     )
 
 

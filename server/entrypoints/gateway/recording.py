@@ -117,6 +117,7 @@ class HitRecorder:
         batch_size: int = 500,
         linger_seconds: float = 0.005,
         queue_size: int = 10_000,
+        senders: int = 2,
         replay_interval_seconds: float = 1.0,
         max_replay_interval_seconds: float = 30.0,
     ) -> None:
@@ -127,7 +128,9 @@ class HitRecorder:
         self._queue: asyncio.Queue[tracking_service_pb2.TrackingHit] = asyncio.Queue(maxsize=queue_size)
         self._replay_interval = replay_interval_seconds
         self._max_replay_interval = max_replay_interval_seconds
-        self._in_flight: list[tracking_service_pb2.TrackingHit] = []
+        self._senders = senders
+        # The batch each sender task is sending, by sender number.
+        self._in_flight: dict[int, list[tracking_service_pb2.TrackingHit]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Hits that arrived while the queue was full, spooled by one task at a time.
         self._overflow: list[tracking_service_pb2.TrackingHit] = []
@@ -174,7 +177,9 @@ class HitRecorder:
                 self._mark_failure(f"{len(batch)} tracking hits dropped: the queue is full and the spool failed", error)
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._send_forever()), asyncio.ensure_future(self._replay_forever())]
+        # Several senders keep batches in flight while the server records earlier ones.
+        senders = [asyncio.ensure_future(self._send_forever(number)) for number in range(self._senders)]
+        self._tasks = [*senders, asyncio.ensure_future(self._replay_forever())]
 
     async def stop(self) -> None:
         """Stop sending and spool every hit not yet recorded, so a restart loses nothing."""
@@ -183,7 +188,8 @@ class HitRecorder:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._overflow_flush is not None:
             await asyncio.gather(self._overflow_flush, return_exceptions=True)
-        remaining = [*self._in_flight, *self._overflow]
+        remaining = [hit for batch in self._in_flight.values() for hit in batch]
+        remaining += self._overflow
         self._overflow = []
         while not self._queue.empty():
             remaining.append(self._queue.get_nowait())
@@ -198,19 +204,16 @@ class HitRecorder:
                 extra={"hits": len(remaining), "error": type(error).__name__, "detail": str(error)[:200]},
             )
 
-    async def _send_forever(self) -> None:
+    async def _send_forever(self, sender: int) -> None:
         while True:
             batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self._linger_seconds
-            while len(batch) < self._batch_size:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            self._in_flight = batch
+            if self._queue.qsize() < self._batch_size - 1:
+                # Lets more hits arrive, so that a trickle of hits still goes out in batches.
+                await asyncio.sleep(self._linger_seconds)
+            # Taking what is queued without waiting costs far less per hit than a timed get.
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._in_flight[sender] = batch
             pause = 1.0
             while True:
                 try:
@@ -221,7 +224,7 @@ class HitRecorder:
                     self._mark_failure("sending or spooling tracking hits failed; retrying", error)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, self._max_replay_interval)
-            self._in_flight = []
+            del self._in_flight[sender]
 
     async def _deliver(self, batch: list[tracking_service_pb2.TrackingHit]) -> None:
         try:

@@ -38,8 +38,8 @@ class CallerAuthenticator(Protocol):
     def authenticate(self, token: str | None, /) -> uuid.UUID: ...
 
 
-# An authenticator may also offer `cached_workspace_id(token) -> uuid.UUID | None`, which answers
-# from memory, so a coroutine method needs no worker thread for a known key.
+# An authenticator may also offer `cached_workspace_id(token) -> uuid.UUID | None`, which returns
+# the caller from memory, so a coroutine method needs no worker thread for a known key.
 CachedLookup = Callable[[str | None], uuid.UUID | None]
 
 
