@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run of about 2 minutes with 3-second runs and 100,000 events; its figures are not "
+        help="a smoke run of about 5 minutes with 3-second runs and 100,000 events; its figures are not "
         "comparable, and it ignores the size and duration options",
     )
 
@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.stats_events,
         help="events of the campaign that GetEngagementStats reads, a multiple of 4",
     )
+    sizes.add_argument(
+        "--soak-events",
+        type=int,
+        default=DEFAULTS.soak_events,
+        help="events recorded through RecordEmailEvents while server memory is watched; 0 skips it",
+    )
+    sizes.add_argument(
+        "--soak-max-seconds",
+        type=float,
+        default=DEFAULTS.soak_max_seconds,
+        help="time limit of the memory soak, which then stops short of --soak-events",
+    )
     return parser
 
 
@@ -74,6 +86,8 @@ def settings_from(arguments: argparse.Namespace) -> BenchSettings:
             gateway_messages=300,
             stats_events=100_000,
             stats_calls=3,
+            soak_events=120_000,
+            soak_max_seconds=120.0,
         )
     return BenchSettings(
         admin_url=arguments.admin_url,
@@ -86,6 +100,8 @@ def settings_from(arguments: argparse.Namespace) -> BenchSettings:
         contacts=arguments.contacts,
         gateway_messages=arguments.gateway_messages,
         stats_events=arguments.stats_events,
+        soak_events=arguments.soak_events,
+        soak_max_seconds=arguments.soak_max_seconds,
     )
 
 

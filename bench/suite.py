@@ -29,6 +29,7 @@ def run_bench(settings: BenchSettings) -> int:
         phases.measure_h2load(run)
         phases.measure_gateway(run)
         phases.measure_large_table(run, inserts_at_seed)
+        phases.measure_memory_soak(run)
         phases.add_memory_rows(run)
     finally:
         run.close()

@@ -43,6 +43,8 @@ DATACENTER_LISTS = ("aws.txt", "google_cloud.txt", "azure.txt", "digitalocean.tx
 # The first runs click messages of the first campaigns. The run on the large table gets new campaigns,
 # so that its messages have no earlier clicks or opens either.
 CAMPAIGNS = tuple(f"newsletter-2026-{week:02d}" for week in range(1, 21))
+# The memory soak spreads its clicks over many messages, so that repeated requests make no bursts.
+SOAK_CAMPAIGNS = tuple(f"soak-2026-{number:03d}" for number in range(100))
 LATER_CAMPAIGNS = tuple(f"newsletter-2026-{week:02d}" for week in range(21, 41))
 PRODUCT_COUNT = 500
 
@@ -153,3 +155,22 @@ def newsletter_html(message_index: int, link_count: int) -> str:
         for link in range(1, link_count + 1)
     )
     return f"<!doctype html><html><body><h1>New this week</h1>\n{links}\n</body></html>"
+
+
+def click_batch_bodies(
+    rng: random.Random,
+    contacts: Sequence[BenchContact],
+    addresses: AddressPool,
+    batches: int,
+    events_per_batch: int,
+    campaigns: Sequence[str],
+) -> tuple[bytes, ...]:
+    """Serialize RecordEmailEvents requests of `events_per_batch` clicks each, from `click_bodies`."""
+    clicks = click_bodies(rng, contacts, addresses, batches * events_per_batch, campaigns)
+    bodies = []
+    for start in range(0, len(clicks), events_per_batch):
+        request = tracking_service_pb2.RecordEmailEventsRequest()
+        for click in clicks[start : start + events_per_batch]:
+            request.requests.add().MergeFromString(click)
+        bodies.append(request.SerializeToString())
+    return tuple(bodies)
