@@ -69,7 +69,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         return await future
 
     async def close(self) -> None:
-        """Refuse new items and wait until every batch that has started is committed."""
+        """Reject new items, then wait until the items already submitted are written and committed."""
         self._closed = True
         while self._writer_tasks:
             await asyncio.gather(*self._writer_tasks, return_exceptions=True)

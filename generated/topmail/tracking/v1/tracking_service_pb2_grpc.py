@@ -33,7 +33,9 @@ class TrackingServiceStub:
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
@@ -99,7 +101,9 @@ class TrackingServiceServicer:
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
@@ -329,7 +333,9 @@ class TrackingService:
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of

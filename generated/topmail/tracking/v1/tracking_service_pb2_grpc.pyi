@@ -34,7 +34,9 @@ class TrackingServiceStub:
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
@@ -187,7 +189,9 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
@@ -336,7 +340,9 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
     decides the workspace, and a call can only name contacts of that workspace.
     Errors carry a `google.rpc.ErrorInfo` (see `ErrorReason`). Every RPC can
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), UNAVAILABLE
-    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED.
+    (STORAGE_UNAVAILABLE) and DEADLINE_EXCEEDED. While a server shuts down,
+    calls that it received but had not started get CANCELLED without a reason;
+    they stored nothing and can be retried like UNAVAILABLE.
 
     The `google.api.http` options give each RPC a REST mapping (AIP-127) for a
     gRPC-JSON transcoder such as Envoy's; this project runs no transcoder. Of
