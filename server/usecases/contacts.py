@@ -79,10 +79,12 @@ def resolve_contacts(
             ids[workspace_id].add(reference.contact_id)
         if reference.email is not None:
             lookup_keys[workspace_id].add(reference.email.lookup_key)
-    found_by_id = {workspace_id: lookup.contacts_by_id(workspace_id, wanted) for workspace_id, wanted in ids.items()}
+    found_by_id = {
+        workspace_id: lookup.contacts_by_id(workspace_id, requested) for workspace_id, requested in ids.items()
+    }
     found_by_key = {
-        workspace_id: lookup.contacts_by_lookup_key(workspace_id, wanted)
-        for workspace_id, wanted in lookup_keys.items()
+        workspace_id: lookup.contacts_by_lookup_key(workspace_id, requested)
+        for workspace_id, requested in lookup_keys.items()
     }
 
     contacts: list[Contact | TrackingError] = []

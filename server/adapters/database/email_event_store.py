@@ -146,11 +146,11 @@ class SqlEmailEventBatch(SqlContactLookup):
                 ),
                 {"keys": sorted({_lock_key(key) for key in keys})},
             )
-        wanted: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {}
+        pairs_by_workspace: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {}
         for key in keys:
-            wanted.setdefault(key.workspace_id, []).append((key.message_id, key.contact_id))
+            pairs_by_workspace.setdefault(key.workspace_id, []).append((key.message_id, key.contact_id))
         histories: dict[MessageKey, list[EmailEvent]] = {}
-        for workspace_id, pairs in wanted.items():
+        for workspace_id, pairs in pairs_by_workspace.items():
             rows = self._connection.execute(
                 select(*_EVENT_COLUMNS)
                 .where(
