@@ -9,9 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
+from server.adapters.database.email_event_store import SqlEmailEventStore
 from server.adapters.database.engine import create_database_engine
 from server.adapters.database.repository import SqlStore
 from server.adapters.database.schema import ProductViewRow
@@ -201,3 +202,26 @@ def test_read_only_database_is_storage_unavailable(database_url: str) -> None:
             SqlStore(engine).add_workspace(f"ro-{uuid.uuid4().hex[:8]}", NOW)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_lost_connection_mid_batch_is_storage_unavailable(database_engine: Engine) -> None:
+    # The recorder fails only the current event for most errors raised while it records one, so
+    # a lost connection must surface right there as StorageUnavailable, which fails the batch.
+    store = SqlEmailEventStore(SqlStore(database_engine))
+    raised: Exception | None = None
+
+    try:
+        with store.email_event_batch() as batch:
+            backend = batch._connection.scalar(text("SELECT pg_backend_pid()"))
+            with database_engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            try:
+                batch.triggers_of_events(uuid.uuid4(), [uuid.uuid4()])
+            except Exception as error:
+                raised = error
+                raise
+    except StorageUnavailable:
+        pass
+
+    assert isinstance(raised, StorageUnavailable)

@@ -114,6 +114,26 @@ def test_shutdown_spools_queued_hits(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_stop_while_batch_lingers_spools_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = ScriptedSink()
+        spool = SqliteSpool(tmp_path / "spool.sqlite3", 100)
+        recorder = HitRecorder(sink, spool, linger_seconds=60, replay_interval_seconds=60)
+        recorder.start()
+        recorder.submit(hit())
+        # Lets a sender take the hit from the queue and start its linger.
+        await asyncio.sleep(0.05)
+
+        assert recorder.queued == 0
+        assert recorder.sending == 1
+
+        await recorder.stop()
+
+        assert len(spool) == 1
+
+    asyncio.run(scenario())
+
+
 def test_full_spool_drops_and_counts(tmp_path: Path) -> None:
     spool = SqliteSpool(tmp_path / "spool.sqlite3", 2)
 

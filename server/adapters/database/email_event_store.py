@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, text, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from server.adapters.database.engagement_counters import add_to_engagement_counters, read_engagement_counters
@@ -27,8 +28,11 @@ from server.domain.engagement import (
     engagement_counter_scope,
     engagement_counts_from_counters,
 )
+from server.domain.errors import StorageUnavailable
 from server.domain.flow_triggers import FlowTrigger, TriggerReference
 from server.usecases.ports import IdempotencyKeyTaken, MessageKey
+
+logger = logging.getLogger(__name__)
 
 _CONFIDENCE_NAMES = {confidence: confidence.name.lower() for confidence in Confidence}
 _CONFIDENCE_BY_NAME = {name: confidence for confidence, name in _CONFIDENCE_NAMES.items()}
@@ -165,7 +169,13 @@ class SqlEmailEventBatch(SqlContactLookup):
         return histories
 
     def triggers_of_events(self, workspace_id: uuid.UUID, event_ids: Collection[uuid.UUID]) -> list[TriggerReference]:
-        return triggers_of_subjects(self._session, workspace_id, list(event_ids))
+        try:
+            return triggers_of_subjects(self._session, workspace_id, list(event_ids))
+        except SQLAlchemyError as error:
+            # Raised while one event is being recorded, where any other error fails only that
+            # event. A failed statement leaves the whole transaction unusable, so it fails the batch.
+            logger.warning("database call failed", extra={"error": type(error).__name__})
+            raise StorageUnavailable() from error
 
     def add_events(self, events: Sequence[EmailEvent]) -> None:
         self._events += events

@@ -257,6 +257,7 @@ class TrackingGateway:
             "status": "ok" if healthy else "degraded",
             "last_failure": self.recorder.last_failure,
             "queued_hits": self.recorder.queued,
+            "sending_hits": self.recorder.sending,
             "spooled_hits": self.recorder.spooled_hits(),
             "stored_hits": counters.stored,
             "replayed_hits": counters.replayed,

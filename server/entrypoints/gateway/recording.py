@@ -143,6 +143,11 @@ class HitRecorder:
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def sending(self) -> int:
+        """Return how many hits are in batches that senders have taken from the queue and not finished."""
+        return sum(len(batch) for batch in self._in_flight.values())
+
     def spooled_hits(self) -> int:
         """Return how many hits wait in the spool; this reads the spool file."""
         return len(self._spool)
@@ -207,13 +212,14 @@ class HitRecorder:
     async def _send_forever(self, sender: int) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Registered before any wait, so that stop() spools the batch if it cancels this task.
+            self._in_flight[sender] = batch
             if self._queue.qsize() < self._batch_size - 1:
                 # Lets more hits arrive, so that a trickle of hits still goes out in batches.
                 await asyncio.sleep(self._linger_seconds)
             # Taking what is queued without waiting costs far less per hit than a timed get.
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self._in_flight[sender] = batch
             pause = 1.0
             while True:
                 try:

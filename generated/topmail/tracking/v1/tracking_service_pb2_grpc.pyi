@@ -102,7 +102,10 @@ class TrackingServiceStub:
     """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
     record it, in request order, and returns one result per event. A caller
     with many events, such as a sending system's delivery webhooks or an
-    import, needs one call per batch instead of one per event.
+    import, needs one call per batch instead of one per event. The request
+    must also fit the server's gRPC receive limit of 4 MiB: a larger one gets
+    RESOURCE_EXHAUSTED and stores nothing, so send events with long user
+    agents, headers or URLs in smaller batches.
 
     An event that fails gets its error in its own `status`, and the other
     events of the batch are recorded all the same. The status has the code,
@@ -145,8 +148,17 @@ class TrackingServiceStub:
     """
     GetEngagementStats: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.GetEngagementStatsRequest, _tracking_service_pb2.GetEngagementStatsResponse]
     """Returns delivery, open and click figures of one message or one campaign,
-    computed by the database. People only by default; with `include_bots`,
-    also the figures with bots and a breakdown by bot type.
+    read from counters that every recorded event updates in its transaction.
+    People only by default; with `include_bots`, also the figures with bots
+    and a breakdown by bot type.
+
+    Figures count per contact and message. A message counts every event of
+    every contact with that `message_id`. A campaign counts every event of each
+    contact's message that has at least one event carrying the `campaign_id`,
+    including that message's events recorded without one (a pixel open of a
+    plain send, say). A message with events of two campaigns counts in both.
+    ListEmailEvents with a `campaign_id` filter lists only the events that
+    carry it, so its events can be fewer than these figures.
 
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
     `message_id` and `campaign_id` is set. A message or campaign without events
@@ -254,7 +266,10 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
     record it, in request order, and returns one result per event. A caller
     with many events, such as a sending system's delivery webhooks or an
-    import, needs one call per batch instead of one per event.
+    import, needs one call per batch instead of one per event. The request
+    must also fit the server's gRPC receive limit of 4 MiB: a larger one gets
+    RESOURCE_EXHAUSTED and stores nothing, so send events with long user
+    agents, headers or URLs in smaller batches.
 
     An event that fails gets its error in its own `status`, and the other
     events of the batch are recorded all the same. The status has the code,
@@ -297,8 +312,17 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     """
     GetEngagementStats: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.GetEngagementStatsRequest, _tracking_service_pb2.GetEngagementStatsResponse]  # type: ignore[assignment]
     """Returns delivery, open and click figures of one message or one campaign,
-    computed by the database. People only by default; with `include_bots`,
-    also the figures with bots and a breakdown by bot type.
+    read from counters that every recorded event updates in its transaction.
+    People only by default; with `include_bots`, also the figures with bots
+    and a breakdown by bot type.
+
+    Figures count per contact and message. A message counts every event of
+    every contact with that `message_id`. A campaign counts every event of each
+    contact's message that has at least one event carrying the `campaign_id`,
+    including that message's events recorded without one (a pixel open of a
+    plain send, say). A message with events of two campaigns counts in both.
+    ListEmailEvents with a `campaign_id` filter lists only the events that
+    carry it, so its events can be fewer than these figures.
 
     Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
     `message_id` and `campaign_id` is set. A message or campaign without events
@@ -427,7 +451,10 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records a batch of 1 to 500 e-mail events, each as RecordEmailEvent would
         record it, in request order, and returns one result per event. A caller
         with many events, such as a sending system's delivery webhooks or an
-        import, needs one call per batch instead of one per event.
+        import, needs one call per batch instead of one per event. The request
+        must also fit the server's gRPC receive limit of 4 MiB: a larger one gets
+        RESOURCE_EXHAUSTED and stores nothing, so send events with long user
+        agents, headers or URLs in smaller batches.
 
         An event that fails gets its error in its own `status`, and the other
         events of the batch are recorded all the same. The status has the code,
@@ -482,8 +509,17 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.GetEngagementStatsResponse, _abc.Awaitable[_tracking_service_pb2.GetEngagementStatsResponse]]:
         """Returns delivery, open and click figures of one message or one campaign,
-        computed by the database. People only by default; with `include_bots`,
-        also the figures with bots and a breakdown by bot type.
+        read from counters that every recorded event updates in its transaction.
+        People only by default; with `include_bots`, also the figures with bots
+        and a breakdown by bot type.
+
+        Figures count per contact and message. A message counts every event of
+        every contact with that `message_id`. A campaign counts every event of each
+        contact's message that has at least one event carrying the `campaign_id`,
+        including that message's events recorded without one (a pixel open of a
+        plain send, say). A message with events of two campaigns counts in both.
+        ListEmailEvents with a `campaign_id` filter lists only the events that
+        carry it, so its events can be fewer than these figures.
 
         Returns INVALID_ARGUMENT (VALIDATION_FAILED) unless exactly one of
         `message_id` and `campaign_id` is set. A message or campaign without events
