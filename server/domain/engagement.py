@@ -324,37 +324,75 @@ def counted_event_deltas(
     pairs = {(event.workspace_id, event.message_id, event.contact_id) for event in (*before, *after)}
     if len(pairs) > 1:
         raise ValueError(f"engagement counter deltas need the events of one pair, got {len(pairs)} pairs")
+    if not pairs:
+        return {}
+    workspace_id, message_id, _ = next(iter(pairs))
+    return tally_counter_deltas(workspace_id, message_id, tally_events(before), tally_events(after))
 
+
+@dataclass(frozen=True, slots=True)
+class TallyKey:
+    """The fields of an event that engagement counters depend on, as a key of a count of events."""
+
+    event_type: EmailEventType
+    is_bot: bool
+    bot_type: BotType | None
+    campaign_id: str | None
+
+
+def tally_key(event: CountedEvent | EmailEvent) -> TallyKey:
+    if isinstance(event, EmailEvent):
+        return TallyKey(event.event_type, event.verdict.is_bot, event.verdict.bot_type, event.campaign_id)
+    return TallyKey(event.event_type, event.is_bot, event.bot_type, event.campaign_id)
+
+
+def tally_events(events: Sequence[CountedEvent | EmailEvent]) -> Counter[TallyKey]:
+    """Count a pair's events by the fields that engagement counters depend on."""
+    return Counter(tally_key(event) for event in events)
+
+
+def tally_counter_deltas(
+    workspace_id: uuid.UUID, message_id: str, before: Mapping[TallyKey, int], after: Mapping[TallyKey, int]
+) -> dict[EngagementCounterKey, int]:
+    """Return the non-zero counter changes of one (contact, message) pair, from its event counts.
+
+    `before` and `after` count every event of the pair before and after the change. The
+    counts are all that counters depend on, so a pair with a long history needs no list of
+    its events.
+    """
     deltas: Counter[EngagementCounterKey] = Counter()
-    for events, sign in ((before, -1), (after, 1)):
-        contribution = _pair_metrics(events)
-        for kind, scope_id in _pair_scopes(events):
+    for tally, sign in ((before, -1), (after, 1)):
+        contribution = _tally_metrics(tally)
+        for kind, scope_id in _tally_scopes(message_id, tally):
             for metric, value in contribution.items():
-                deltas[EngagementCounterKey(events[0].workspace_id, kind, scope_id, metric)] += sign * value
+                deltas[EngagementCounterKey(workspace_id, kind, scope_id, metric)] += sign * value
     return {key: delta for key, delta in deltas.items() if delta != 0}
 
 
-def _pair_scopes(events: Sequence[CountedEvent]) -> list[tuple[ScopeKind, str]]:
-    if not events:
+def _tally_scopes(message_id: str, tally: Mapping[TallyKey, int]) -> list[tuple[ScopeKind, str]]:
+    present = [key for key, count in tally.items() if count > 0]
+    if not present:
         return []
-    campaign_ids = sorted({event.campaign_id for event in events if event.campaign_id is not None})
-    return [(ScopeKind.MESSAGE, events[0].message_id)] + [(ScopeKind.CAMPAIGN, campaign) for campaign in campaign_ids]
+    campaign_ids = sorted({key.campaign_id for key in present if key.campaign_id is not None})
+    return [(ScopeKind.MESSAGE, message_id)] + [(ScopeKind.CAMPAIGN, campaign) for campaign in campaign_ids]
 
 
-def _pair_metrics(events: Sequence[CountedEvent]) -> Counter[str]:
+def _tally_metrics(tally: Mapping[TallyKey, int]) -> Counter[str]:
     """Count the metrics of one pair's events; every `.messages` metric is 0 or 1 here."""
     metrics: Counter[str] = Counter()
-    for event in events:
-        metrics[event_metric(event.event_type, "events")] += 1
-        metrics[event_metric(event.event_type, "messages")] = 1
-        if not event.is_bot:
-            metrics[event_metric(event.event_type, "human_events")] += 1
-            metrics[event_metric(event.event_type, "human_messages")] = 1
-        if event.event_type is EmailEventType.OPENED and event.bot_type is BotType.APPLE_MPP:
-            metrics[APPLE_MPP_OPEN_EVENTS] += 1
+    for key, count in tally.items():
+        if count <= 0:
+            continue
+        metrics[event_metric(key.event_type, "events")] += count
+        metrics[event_metric(key.event_type, "messages")] = 1
+        if not key.is_bot:
+            metrics[event_metric(key.event_type, "human_events")] += count
+            metrics[event_metric(key.event_type, "human_messages")] = 1
+        if key.event_type is EmailEventType.OPENED and key.bot_type is BotType.APPLE_MPP:
+            metrics[APPLE_MPP_OPEN_EVENTS] += count
             metrics[APPLE_MPP_OPEN_MESSAGES] = 1
-        if event.is_bot and event.bot_type is not None:
-            metrics[bot_metric(event.bot_type, event.event_type)] += 1
+        if key.is_bot and key.bot_type is not None:
+            metrics[bot_metric(key.bot_type, key.event_type)] += count
     return metrics
 
 

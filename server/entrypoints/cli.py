@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rebuild = commands.add_parser(
         "rebuild-engagement-counters",
-        help="recompute the engagement counters that GetEngagementStats reads from the stored e-mail events, "
-        "in one transaction; on PostgreSQL, recording events waits until it commits",
+        help="recompute the engagement counters that GetEngagementStats reads, and the per-message event "
+        "counts, from the stored e-mail events in one transaction; on PostgreSQL, recording events waits "
+        "until it commits",
     )
     add_setting_flags(rebuild, _DATABASE_SETTINGS)
 

@@ -18,6 +18,7 @@ from server.domain.classification import (
     Verdict,
     has_prefetch_header,
 )
+from server.domain.contacts import Contact
 from server.domain.email_events import (
     EARLIEST_EVENT_TIME,
     EmailEvent,
@@ -34,8 +35,8 @@ from server.domain.engagement import (
     EngagementCounts,
     EngagementScope,
     PagePosition,
+    TallyKey,
     encode_page_token,
-    engagement_counter_deltas,
     validate_listing,
     validate_scope,
 )
@@ -49,7 +50,13 @@ from server.domain.errors import (
 from server.domain.flow_triggers import FlowTrigger, email_engagement_trigger, retraction_trigger
 from server.usecases.contacts import resolve_contacts
 from server.usecases.message_history import MessageHistory
-from server.usecases.ports import Clock, EmailEventBatch, EmailEventStore, IdempotencyKeyTaken, MessageKey
+from server.usecases.ports import (
+    Clock,
+    EmailEventBatch,
+    EmailEventStore,
+    IdempotencyKeyTaken,
+    MessageKey,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +235,10 @@ class EmailEventRecorder:
                     if outcome is None and not isinstance(contact, Exception)
                 }
             )
-            stored = store.lock_message_histories(keys)
+            stored = store.lock_message_histories(keys, self._click_windows(batch, contacts))
             writes = _BatchWrites(
-                now=self._clock(), histories={key: MessageHistory(stored.get(key, [])) for key in keys}
+                now=self._clock(),
+                histories={key: MessageHistory(key, stored[key]) for key in keys},
             )
             for index, pending in enumerate(batch):
                 contact = contacts[index]
@@ -241,6 +249,22 @@ class EmailEventRecorder:
             self._stage_writes(store, writes)
         assert all(outcome is not None for outcome in outcomes)
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _click_windows(
+        self, batch: Sequence[PendingEmailEvent], contacts: Sequence[Contact | TrackingError]
+    ) -> dict[MessageKey, tuple[datetime, datetime]]:
+        """Return, per message key, the span within which burst rules read earlier clicks for this batch."""
+        windows: dict[MessageKey, tuple[datetime, datetime]] = {}
+        for pending, contact in zip(batch, contacts, strict=True):
+            if isinstance(contact, Exception) or pending.event.event_type is not EmailEventType.CLICKED:
+                continue
+            key = MessageKey(pending.workspace_id, pending.event.message_id, contact.id)
+            start = pending.event.occurred_at - self._burst_window
+            end = pending.event.occurred_at + self._burst_window
+            if key in windows:
+                start, end = min(start, windows[key][0]), max(end, windows[key][1])
+            windows[key] = (start, end)
+        return windows
 
     def _replay_stored(
         self,
@@ -397,13 +421,20 @@ class EmailEventRecorder:
         created: list[EmailEvent] = []
         reclassified: list[EmailEvent] = []
         counter_deltas: Counter[EngagementCounterKey] = Counter()
-        for history in writes.histories.values():
-            created += history.created_events()
-            reclassified += history.reclassified_stored_events()
-            counter_deltas.update(engagement_counter_deltas(history.stored, history.events()))
+        tallies: dict[MessageKey, tuple[Counter[TallyKey], bool]] = {}
+        for key, history in writes.histories.items():
+            new_events = history.created_events()
+            changed_events = history.reclassified_stored_events()
+            if not new_events and not changed_events:
+                continue
+            created += new_events
+            reclassified += changed_events
+            counter_deltas.update(history.counter_deltas())
+            tallies[key] = (history.tally(), history.has_recorded_human_open())
         store.add_events(created)
         store.update_verdicts(reclassified)
         store.add_to_engagement_counters({key: delta for key, delta in counter_deltas.items() if delta})
+        store.update_message_tallies(tallies)
         store.add_triggers([trigger for trigger in writes.triggers if trigger is not None], writes.now)
 
     def _flow_triggers(

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection
 from datetime import datetime
 
 from server.domain.classification import EmailEventType
 from server.domain.email_events import EmailEvent, EventVerdict
+from server.domain.engagement import EngagementCounterKey, TallyKey, tally_counter_deltas, tally_key
+from server.usecases.ports import MessageKey, StoredHistory
 
 
 class MessageHistory:
-    """Stored events of one message key plus the events and verdict changes of the current batch.
+    """The stored events of one message key that rules read, plus the current batch's events and changes.
 
     Rules read the current state, so an event recorded earlier in the same batch counts
-    exactly like one stored by an earlier transaction.
+    exactly like one stored by an earlier transaction. Recorded opens and distant bot clicks
+    are not loaded (see StoredHistory), so the rules below read only deliveries, inferred
+    opens, human clicks and the clicks near the batch's own clicks.
     """
 
-    def __init__(self, stored: Sequence[EmailEvent]) -> None:
-        self.stored = tuple(stored)
-        self._events: dict[uuid.UUID, EmailEvent] = {event.id: event for event in stored}
+    def __init__(self, key: MessageKey, stored: StoredHistory) -> None:
+        self.key = key
+        self.stored = tuple(stored.events)
+        self._stored_tally = stored.tally
+        self._has_recorded_human_open = stored.has_recorded_human_open
+        self._events: dict[uuid.UUID, EmailEvent] = {event.id: event for event in stored.events}
+        self._stored_by_id = dict(self._events)
         self._created: list[uuid.UUID] = []
-
-    def events(self) -> list[EmailEvent]:
-        return list(self._events.values())
 
     def delivery_time(self) -> datetime | None:
         """Return the time of the earliest DELIVERED event."""
@@ -60,6 +66,8 @@ class MessageHistory:
         return sorted(changed, key=lambda event: (event.occurred_at, event.id))
 
     def has_human_open(self) -> bool:
+        if self._has_recorded_human_open:
+            return True
         return any(
             event.event_type is EmailEventType.OPENED and not event.verdict.is_bot for event in self._events.values()
         )
@@ -79,3 +87,23 @@ class MessageHistory:
     def reclassified_stored_events(self) -> list[EmailEvent]:
         """Return stored events whose verdict this batch changed."""
         return [self._events[event.id] for event in self.stored if self._events[event.id].verdict != event.verdict]
+
+    def tally(self) -> Counter[TallyKey]:
+        """Count every event of the message key, stored or of this batch, with its current verdict."""
+        after = Counter(self._stored_tally)
+        for event in self.reclassified_stored_events():
+            after[tally_key(self._stored_by_id[event.id])] -= 1
+            after[tally_key(event)] += 1
+        after.update(tally_key(event) for event in self.created_events())
+        return +after
+
+    def has_recorded_human_open(self) -> bool:
+        """Tell whether a recorded (not inferred) human open is stored or part of this batch."""
+        return self._has_recorded_human_open or any(
+            event.event_type is EmailEventType.OPENED and not event.inferred and not event.verdict.is_bot
+            for event in self.created_events()
+        )
+
+    def counter_deltas(self) -> dict[EngagementCounterKey, int]:
+        """Return the engagement counter changes that this batch's events and verdict changes make."""
+        return tally_counter_deltas(self.key.workspace_id, self.key.message_id, self._stored_tally, self.tally())

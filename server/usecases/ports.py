@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -12,7 +13,13 @@ from typing import Protocol
 from server.domain.api_keys import ApiKeyMode
 from server.domain.contacts import Contact, EmailAddress
 from server.domain.email_events import EmailEvent
-from server.domain.engagement import EmailEventQuery, EngagementCounterKey, EngagementCounts, EngagementScope
+from server.domain.engagement import (
+    EmailEventQuery,
+    EngagementCounterKey,
+    EngagementCounts,
+    EngagementScope,
+    TallyKey,
+)
 from server.domain.flow_triggers import FlowTrigger, FlowTriggerType, StoredFlowTrigger, TriggerReference
 from server.domain.product_views import ProductView, ProductViewQuery
 
@@ -95,6 +102,21 @@ class MessageKey:
     contact_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    """What a batch reads of the stored events of one message key.
+
+    Opens that were recorded, not inferred, and bot clicks far from the batch's clicks are only
+    counted, so that a message opened or clicked thousands of times costs a batch little.
+    """
+
+    events: list[EmailEvent]
+    # Every stored event, counted by the fields that engagement counters depend on.
+    tally: Counter[TallyKey]
+    # Whether a recorded (not inferred) human open exists; such an open never changes its verdict.
+    has_recorded_human_open: bool
+
+
 class EmailEventBatch(ContactLookup, Protocol):
     """One transaction that records a batch of e-mail events.
 
@@ -106,8 +128,14 @@ class EmailEventBatch(ContactLookup, Protocol):
         self, workspace_id: uuid.UUID, idempotency_keys: Collection[str]
     ) -> dict[str, EmailEvent]: ...
 
-    def lock_message_histories(self, keys: Sequence[MessageKey]) -> dict[MessageKey, list[EmailEvent]]:
-        """Lock the events of each message key until commit and return them, oldest first."""
+    def lock_message_histories(
+        self, keys: Sequence[MessageKey], click_windows: Mapping[MessageKey, tuple[datetime, datetime]]
+    ) -> dict[MessageKey, StoredHistory]:
+        """Lock the events of each message key until commit and return what the rules read of them.
+
+        That is every delivery, inferred open and human click, and the bot clicks that occurred
+        within the key's click window, oldest first, plus counts of all stored events.
+        """
         ...
 
     def triggers_of_events(self, workspace_id: uuid.UUID, event_ids: Collection[uuid.UUID]) -> list[TriggerReference]:
@@ -121,6 +149,10 @@ class EmailEventBatch(ContactLookup, Protocol):
         ...
 
     def add_to_engagement_counters(self, deltas: Mapping[EngagementCounterKey, int]) -> None: ...
+
+    def update_message_tallies(self, tallies: Mapping[MessageKey, tuple[Counter[TallyKey], bool]]) -> None:
+        """Store each message key's new event counts and whether it has a recorded human open."""
+        ...
 
     def add_triggers(self, triggers: Sequence[FlowTrigger], now: datetime) -> None: ...
 

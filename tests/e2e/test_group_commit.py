@@ -31,10 +31,13 @@ import pytest
 from google.protobuf.message import Message
 from google.type import money_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from server.adapters.database.engagement_counters import rebuild_engagement_counters
 from server.adapters.database.engine import normalize_database_url
+from server.adapters.database.schema import engagement_counters, message_event_tallies
 from tests.e2e.test_email_events_api import BROWSER, CLICKED, CURL, DELIVERED, OPENED, event_request
 from tests.e2e.test_flow_triggers import EMAIL_CLICKED, EMAIL_OPENED, PRODUCT_VIEWED, RETRACTED, TriggerStream
 from tests.e2e.test_track_product_view import create_contact, example_request
@@ -916,3 +919,39 @@ def test_same_view_ten_times_stores_one(batching_server: BatchingServer, api: Ap
 
     assert len({response.product_view.id for response in responses}) == 1
     assert [view.id for view in all_product_views(api, contact_id)] == [responses[0].product_view.id]
+
+
+def test_rebuild_keeps_written_counts(rules_wave: RulesWave, database_engine: Engine) -> None:
+    # The write path keeps counters and message tallies incrementally. A rebuild recomputes
+    # both from the stored events, so it must find nothing to change after the wave.
+    written = stored_counts(database_engine)
+
+    with Session(database_engine) as session, session.begin():
+        rebuild_engagement_counters(session)
+
+    rebuilt = stored_counts(database_engine)
+    assert rebuilt["counters"] == written["counters"]
+    assert rebuilt["tallies"] == written["tallies"]
+    assert written["tallies"], "the wave stored no message tallies"
+
+
+def stored_counts(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    with engine.connect() as connection:
+        counters = connection.execute(select(engagement_counters)).all()
+        tallies = connection.execute(select(message_event_tallies)).all()
+    return {
+        "counters": sorted((tuple(str(value) for value in row) for row in counters), key=str),
+        "tallies": sorted(
+            (
+                (
+                    str(row.workspace_id),
+                    row.message_id,
+                    str(row.contact_id),
+                    sorted(map(str, row.tally)),
+                    row.has_recorded_human_open,
+                )
+                for row in tallies
+            ),
+            key=str,
+        ),
+    }

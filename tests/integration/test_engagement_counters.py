@@ -236,7 +236,7 @@ def test_rebuild_in_small_batches(engine: Engine) -> None:
     in_one_batch = rebuild(engine)
 
     # Counters of one scope are then written by several batches, and pairs span fetches.
-    in_small_batches = rebuild(engine, pending_counters=7, fetch_rows=3)
+    in_small_batches = rebuild(engine, pending_counters=7)
 
     assert in_small_batches == in_one_batch
     assert_counts_match_events(engine, events, workspace_id)

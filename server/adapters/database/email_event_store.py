@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, false, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from server.adapters.database.engagement_counters import add_to_engagement_counters, read_engagement_counters
+from server.adapters.database.engagement_counters import (
+    MessageTally,
+    add_to_engagement_counters,
+    read_engagement_counters,
+    read_message_tallies,
+    write_message_tallies,
+)
 from server.adapters.database.outbox import insert_flow_triggers, triggers_of_subjects
 from server.adapters.database.repository import SqlContactLookup, SqlStore
 from server.adapters.database.schema import EmailEventRow
@@ -25,12 +32,13 @@ from server.domain.engagement import (
     EngagementCounterKey,
     EngagementCounts,
     EngagementScope,
+    TallyKey,
     engagement_counter_scope,
     engagement_counts_from_counters,
 )
 from server.domain.errors import StorageUnavailable
 from server.domain.flow_triggers import FlowTrigger, TriggerReference
-from server.usecases.ports import IdempotencyKeyTaken, MessageKey
+from server.usecases.ports import IdempotencyKeyTaken, MessageKey, StoredHistory
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +118,7 @@ class SqlEmailEventBatch(SqlContactLookup):
     """Implements EmailEventBatch on an open session; `flush` applies what was staged.
 
     `flush` writes in a fixed order: events sorted by idempotency key, verdict changes,
-    engagement counters in key order, then flow triggers. Every batch takes its row locks and
+    engagement counters in key order, message tallies in key order, then flow triggers. Every batch takes its row locks and
     advisory locks in that order, so two batches can wait for each other but not deadlock.
     """
 
@@ -120,6 +128,7 @@ class SqlEmailEventBatch(SqlContactLookup):
         self._events: list[EmailEvent] = []
         self._reclassified: list[EmailEvent] = []
         self._counter_deltas: dict[EngagementCounterKey, int] = {}
+        self._tallies: dict[tuple[uuid.UUID, str, uuid.UUID], MessageTally] = {}
         self._triggers: list[FlowTrigger] = []
         self._triggers_created_at: datetime | None = None
 
@@ -135,7 +144,9 @@ class SqlEmailEventBatch(SqlContactLookup):
         )
         return {row.idempotency_key: email_event_from_row(row) for row in rows}
 
-    def lock_message_histories(self, keys: Sequence[MessageKey]) -> dict[MessageKey, list[EmailEvent]]:
+    def lock_message_histories(
+        self, keys: Sequence[MessageKey], click_windows: Mapping[MessageKey, tuple[datetime, datetime]]
+    ) -> dict[MessageKey, StoredHistory]:
         if not keys:
             return {}
         if self._postgresql:
@@ -150,23 +161,73 @@ class SqlEmailEventBatch(SqlContactLookup):
                 ),
                 {"keys": sorted({_lock_key(key) for key in keys})},
             )
-        pairs_by_workspace: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {}
+        keys_by_workspace: dict[uuid.UUID, list[MessageKey]] = {}
         for key in keys:
-            pairs_by_workspace.setdefault(key.workspace_id, []).append((key.message_id, key.contact_id))
-        histories: dict[MessageKey, list[EmailEvent]] = {}
-        for workspace_id, pairs in pairs_by_workspace.items():
-            rows = self._connection.execute(
-                select(*_EVENT_COLUMNS)
-                .where(
-                    EmailEventRow.workspace_id == workspace_id,
-                    tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(pairs),
+            keys_by_workspace.setdefault(key.workspace_id, []).append(key)
+        histories: dict[MessageKey, StoredHistory] = {}
+        for workspace_id, workspace_keys in keys_by_workspace.items():
+            events = self._events_that_rules_read(workspace_id, workspace_keys, click_windows)
+            tallies, recorded_human_opens = self._tally(workspace_id, workspace_keys)
+            for key in workspace_keys:
+                histories[key] = StoredHistory(
+                    events=events.get(key, []),
+                    tally=tallies.get(key, Counter()),
+                    has_recorded_human_open=key in recorded_human_opens,
                 )
-                .order_by(EmailEventRow.occurred_at, EmailEventRow.id)
-            )
-            for row in rows:
-                key = MessageKey(workspace_id, row.message_id, row.contact_id)
-                histories.setdefault(key, []).append(email_event_from_row(row))
         return histories
+
+    def _events_that_rules_read(
+        self,
+        workspace_id: uuid.UUID,
+        keys: list[MessageKey],
+        click_windows: Mapping[MessageKey, tuple[datetime, datetime]],
+    ) -> dict[MessageKey, list[EmailEvent]]:
+        clicked = EmailEventRow.event_type == EmailEventType.CLICKED.value
+        near_new_clicks = [
+            and_(
+                EmailEventRow.message_id == key.message_id,
+                EmailEventRow.contact_id == key.contact_id,
+                EmailEventRow.occurred_at.between(*click_windows[key]),
+            )
+            for key in keys
+            if key in click_windows
+        ]
+        rows = self._connection.execute(
+            select(*_EVENT_COLUMNS)
+            .where(
+                EmailEventRow.workspace_id == workspace_id,
+                tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(
+                    [(key.message_id, key.contact_id) for key in keys]
+                ),
+                or_(
+                    EmailEventRow.event_type == EmailEventType.DELIVERED.value,
+                    and_(EmailEventRow.event_type == EmailEventType.OPENED.value, EmailEventRow.inferred.is_(True)),
+                    and_(clicked, EmailEventRow.is_bot.is_(False)),
+                    and_(clicked, or_(*near_new_clicks)) if near_new_clicks else false(),
+                ),
+            )
+            .order_by(EmailEventRow.occurred_at, EmailEventRow.id)
+        )
+        events: dict[MessageKey, list[EmailEvent]] = {}
+        for row in rows:
+            events.setdefault(MessageKey(workspace_id, row.message_id, row.contact_id), []).append(
+                email_event_from_row(row)
+            )
+        return events
+
+    def _tally(
+        self, workspace_id: uuid.UUID, keys: list[MessageKey]
+    ) -> tuple[dict[MessageKey, Counter[TallyKey]], set[MessageKey]]:
+        """Return the stored event counts of the keys, and the keys with a recorded human open."""
+        found = read_message_tallies(self._session, workspace_id, [(key.message_id, key.contact_id) for key in keys])
+        tallies: dict[MessageKey, Counter[TallyKey]] = {}
+        recorded_human_opens: set[MessageKey] = set()
+        for (message_id, contact_id), message_tally in found.items():
+            key = MessageKey(workspace_id, message_id, contact_id)
+            tallies[key] = message_tally.tally
+            if message_tally.has_recorded_human_open:
+                recorded_human_opens.add(key)
+        return tallies, recorded_human_opens
 
     def triggers_of_events(self, workspace_id: uuid.UUID, event_ids: Collection[uuid.UUID]) -> list[TriggerReference]:
         try:
@@ -186,6 +247,12 @@ class SqlEmailEventBatch(SqlContactLookup):
     def add_to_engagement_counters(self, deltas: Mapping[EngagementCounterKey, int]) -> None:
         for key, delta in deltas.items():
             self._counter_deltas[key] = self._counter_deltas.get(key, 0) + delta
+
+    def update_message_tallies(self, tallies: Mapping[MessageKey, tuple[Counter[TallyKey], bool]]) -> None:
+        for key, (tally, has_recorded_human_open) in tallies.items():
+            self._tallies[(key.workspace_id, key.message_id, key.contact_id)] = MessageTally(
+                tally, has_recorded_human_open
+            )
 
     def add_triggers(self, triggers: Sequence[FlowTrigger], now: datetime) -> None:
         self._triggers += triggers
@@ -208,6 +275,7 @@ class SqlEmailEventBatch(SqlContactLookup):
                 update(_EMAIL_EVENTS).where(EmailEventRow.id.in_(event_ids)).values(**_verdict_values(verdict))
             )
         add_to_engagement_counters(self._session, self._counter_deltas)
+        write_message_tallies(self._session, self._tallies)
         if self._triggers and self._triggers_created_at is not None:
             insert_flow_triggers(self._session, self._triggers, self._triggers_created_at)
 

@@ -196,3 +196,19 @@ engagement_counters = Table(
         for metric in engagement_metric_names()
     ),
 )
+
+
+# Counts of the stored events of each contact's message, by the fields that engagement counters
+# depend on, kept current by the transactions that record events. A batch reads these rows
+# instead of counting a message's whole history, which a flood of pixel loads can make long.
+message_event_tallies = Table(
+    "message_event_tallies",
+    Base.metadata,
+    Column("workspace_id", Uuid, ForeignKey("workspaces.id"), primary_key=True),
+    Column("message_id", String(200), primary_key=True),
+    Column("contact_id", Uuid, ForeignKey("contacts.id"), primary_key=True),
+    # A JSON list of [event type, is bot, bot type or null, campaign id or null, count].
+    Column("tally", JSON, nullable=False),
+    # Whether a recorded (not inferred) human open exists; such an open never changes its verdict.
+    Column("has_recorded_human_open", Boolean, nullable=False),
+)

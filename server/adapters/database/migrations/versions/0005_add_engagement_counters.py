@@ -1,4 +1,4 @@
-"""Add engagement counters per message and per campaign, filled from the stored e-mail events.
+"""Add engagement counters per message and per campaign, and event tallies per contact's message.
 
 GetEngagementStats reads these counters instead of aggregating email_events, which took
 seconds for a campaign of a million events. The transactions that record events keep them
@@ -77,6 +77,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("workspace_id", "scope_kind", "scope_id", name=op.f("pk_engagement_counters")),
     )
+    op.create_table(
+        "message_event_tallies",
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("message_id", sa.String(length=200), nullable=False),
+        sa.Column("contact_id", sa.Uuid(), nullable=False),
+        sa.Column("tally", sa.JSON(), nullable=False),
+        sa.Column("has_recorded_human_open", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_message_event_tallies_workspace_id_workspaces")
+        ),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_message_event_tallies_contact_id_contacts")
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", "message_id", "contact_id", name=op.f("pk_message_event_tallies")),
+    )
     # NOTE: the backfill runs the service's current rebuild code, so it reads email_events and
     # writes engagement_counters as the latest schema defines them. A later migration that
     # changes the columns it uses must keep this revision working on a 0004 database.
@@ -85,4 +100,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("message_event_tallies")
     op.drop_table("engagement_counters")
