@@ -56,6 +56,18 @@ def server_version(url: str) -> str:
     return str(row[0]) if row else "unknown"
 
 
+def autovacuum_enabled(url: str) -> bool:
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SHOW autovacuum").fetchone()
+    return row is not None and row[0] == "on"
+
+
+def vacuum_analyze(url: str) -> None:
+    """Vacuum and analyze the bench database, as autovacuum would with PostgreSQL's default settings."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+
+
 def count_rows(url: str, table: str) -> int:
     with psycopg.connect(url) as connection:
         row = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()

@@ -219,9 +219,10 @@ class MachineFacts:
     wrk: str
     h2load: str
     load_average: str
+    autovacuum: str
 
 
-def machine_facts(postgresql_version: str) -> MachineFacts:
+def machine_facts(postgresql_version: str, autovacuum: bool) -> MachineFacts:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     memory = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
@@ -237,6 +238,7 @@ def machine_facts(postgresql_version: str) -> MachineFacts:
         wrk=_tool_version("wrk", "--version", r"wrk (\S+)"),
         h2load=_tool_version("h2load", "--version", r"nghttp2/(\S+)"),
         load_average=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        autovacuum="on" if autovacuum else "off",
     )
 
 

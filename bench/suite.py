@@ -23,7 +23,9 @@ def run_bench(settings: BenchSettings) -> int:
     facts: observe.MachineFacts | None = None
     try:
         run.prepare()
-        facts = observe.machine_facts(database.server_version(settings.admin_url))
+        facts = observe.machine_facts(
+            database.server_version(settings.admin_url), database.autovacuum_enabled(settings.admin_url)
+        )
         phases.prepare_workload(run)
         inserts_at_seed = phases.measure_grpc(run)
         phases.measure_h2load(run)
@@ -55,6 +57,7 @@ def machine_summary(facts: observe.MachineFacts | None, elapsed_seconds: float) 
     return (
         f"{facts.cpu_model}, {facts.cores} cores, {facts.memory_gib:.1f} GiB, Linux {facts.kernel}; "
         f"Python {facts.python}, grpcio {facts.grpcio}, PostgreSQL {facts.postgresql}, nginx {facts.nginx}, "
-        f"wrk {facts.wrk}, h2load {facts.h2load}; load average before the run {facts.load_average}; "
+        f"wrk {facts.wrk}, h2load {facts.h2load}; PostgreSQL autovacuum {facts.autovacuum}; "
+        f"load average before the run {facts.load_average}; "
         f"the run took {elapsed_seconds / 60:.1f} min"
     )

@@ -11,7 +11,24 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, false, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    String,
+    Table,
+    Uuid,
+    and_,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -183,31 +200,61 @@ class SqlEmailEventBatch(SqlContactLookup):
         click_windows: Mapping[MessageKey, tuple[datetime, datetime]],
     ) -> dict[MessageKey, list[EmailEvent]]:
         clicked = EmailEventRow.event_type == EmailEventType.CLICKED.value
-        near_new_clicks = [
-            and_(
-                EmailEventRow.message_id == key.message_id,
-                EmailEventRow.contact_id == key.contact_id,
-                EmailEventRow.occurred_at.between(*click_windows[key]),
+        always_read = or_(
+            EmailEventRow.event_type == EmailEventType.DELIVERED.value,
+            and_(EmailEventRow.event_type == EmailEventType.OPENED.value, EmailEventRow.inferred.is_(True)),
+            and_(clicked, EmailEventRow.is_bot.is_(False)),
+        )
+        if self._postgresql:
+            # Joining the keys as an unnested array makes PostgreSQL look each key up in the
+            # (workspace, message, contact, ...) index. With an IN list and this OR, it planned
+            # scans of every click of the workspace, which grew with the table.
+            wanted = (
+                func.unnest(
+                    literal([key.message_id for key in keys], ARRAY(String)),
+                    literal([key.contact_id for key in keys], ARRAY(Uuid)),
+                    literal([_window(click_windows, key, 0) for key in keys], ARRAY(DateTime(timezone=True))),
+                    literal([_window(click_windows, key, 1) for key in keys], ARRAY(DateTime(timezone=True))),
+                )
+                .table_valued("message_id", "contact_id", "window_start", "window_end")
+                .render_derived()
             )
-            for key in keys
-            if key in click_windows
-        ]
-        rows = self._connection.execute(
-            select(*_EVENT_COLUMNS)
-            .where(
+            statement = (
+                select(*_EVENT_COLUMNS)
+                .join_from(
+                    EmailEventRow,
+                    wanted,
+                    and_(
+                        EmailEventRow.workspace_id == workspace_id,
+                        EmailEventRow.message_id == wanted.c.message_id,
+                        EmailEventRow.contact_id == wanted.c.contact_id,
+                    ),
+                )
+                .where(
+                    or_(
+                        always_read,
+                        and_(clicked, EmailEventRow.occurred_at.between(wanted.c.window_start, wanted.c.window_end)),
+                    )
+                )
+            )
+        else:
+            near_new_clicks = [
+                and_(
+                    EmailEventRow.message_id == key.message_id,
+                    EmailEventRow.contact_id == key.contact_id,
+                    EmailEventRow.occurred_at.between(*click_windows[key]),
+                )
+                for key in keys
+                if key in click_windows
+            ]
+            statement = select(*_EVENT_COLUMNS).where(
                 EmailEventRow.workspace_id == workspace_id,
                 tuple_(EmailEventRow.message_id, EmailEventRow.contact_id).in_(
                     [(key.message_id, key.contact_id) for key in keys]
                 ),
-                or_(
-                    EmailEventRow.event_type == EmailEventType.DELIVERED.value,
-                    and_(EmailEventRow.event_type == EmailEventType.OPENED.value, EmailEventRow.inferred.is_(True)),
-                    and_(clicked, EmailEventRow.is_bot.is_(False)),
-                    and_(clicked, or_(*near_new_clicks)) if near_new_clicks else false(),
-                ),
+                or_(always_read, and_(clicked, or_(*near_new_clicks)) if near_new_clicks else false()),
             )
-            .order_by(EmailEventRow.occurred_at, EmailEventRow.id)
-        )
+        rows = self._connection.execute(statement.order_by(EmailEventRow.occurred_at, EmailEventRow.id))
         events: dict[MessageKey, list[EmailEvent]] = {}
         for row in rows:
             events.setdefault(MessageKey(workspace_id, row.message_id, row.contact_id), []).append(
@@ -282,6 +329,11 @@ class SqlEmailEventBatch(SqlContactLookup):
 
 _EMAIL_EVENTS = cast(Table, EmailEventRow.__table__)
 _EVENT_COLUMNS = tuple(_EMAIL_EVENTS.columns)
+
+
+def _window(windows: Mapping[MessageKey, tuple[datetime, datetime]], key: MessageKey, end: int) -> datetime | None:
+    window = windows.get(key)
+    return window[end] if window is not None else None
 
 
 def _idempotency_order(event: EmailEvent) -> tuple[str, str]:
