@@ -438,7 +438,7 @@ def measure_memory_soak(run: BenchRun) -> None:
     )
     first_count = run.events_stored_through_api()
     # With autovacuum off, as on some test machines, dead counter rows and stale planner statistics
-    # pile up and slow every batch; vacuuming between windows stands in for the default setting.
+    # pile up and slow every batch. Vacuuming between windows does what the default setting does.
     vacuum_between_windows = not database.autovacuum_enabled(run.state.database_url)
     run.state.raw["soak_vacuums_between_windows"] = vacuum_between_windows
     started = time.monotonic()

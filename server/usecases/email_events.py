@@ -92,7 +92,7 @@ class PendingEmailEvent:
 
 @dataclass(slots=True)
 class _BatchWrites:
-    """What one batch transaction stores at commit, collected while its events are recorded."""
+    """The writes of one batch transaction, collected while its events are recorded and stored at commit."""
 
     now: datetime
     histories: dict[MessageKey, MessageHistory]
@@ -158,7 +158,8 @@ class EmailEventRecorder:
         """Record up to MAX_EVENTS_PER_CALL events in order; a failing event gets its error in its place.
 
         Raises ValidationFailed for an empty or too long list, and StorageUnavailable when the
-        database fails, because then no event of the list is stored.
+        database fails. Then nothing of the list is stored, unless the batch had already fallen
+        back to one transaction per event: the events recorded before the failure stay stored.
         """
         if not 1 <= len(requests) <= MAX_EVENTS_PER_CALL:
             raise ValidationFailed(
