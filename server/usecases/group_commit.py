@@ -57,7 +57,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         started, the item is written even if the caller is gone.
         """
         if self._closed:
-            # Only a call that arrives during shutdown gets here; UNAVAILABLE tells it to retry.
+            # Only a call that arrives during shutdown gets here, and UNAVAILABLE makes it retryable.
             raise StorageUnavailable()
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
