@@ -28,7 +28,13 @@ from server.adapters.database.engagement_counters import (
 from server.adapters.database.engine import create_database_engine
 from server.adapters.database.migrations import MIGRATIONS_DIR, current_revisions, upgrade_to_latest
 from server.adapters.database.repository import SqlStore
-from server.adapters.database.schema import ContactRow, EmailEventRow, WorkspaceRow, engagement_counters
+from server.adapters.database.schema import (
+    ContactRow,
+    EmailEventRow,
+    WorkspaceRow,
+    engagement_counters,
+    message_event_tallies,
+)
 from server.domain.classification import BotType, EmailEventType
 from server.domain.email_events import EmailEvent, EventVerdict
 from server.domain.engagement import (
@@ -336,5 +342,28 @@ def test_migration_backfills_counters(empty_database_url: str) -> None:
 
         upgrade_to_latest(engine)
         assert_counts_match_events(engine, events, workspace_id)
+    finally:
+        engine.dispose()
+
+
+def test_migration_from_counters_adds_tallies(empty_database_url: str) -> None:
+    # A database at 0005 has counters but no message tallies; the next revision adds and fills
+    # them, and recomputes the counters from the stored events.
+    engine = create_database_engine(empty_database_url)
+    try:
+        migrate_to(engine, "0005")
+        workspace_id, contact_ids = add_workspace_and_contacts(engine, 4)
+        events = random_events(random.Random(8), workspace_id, contact_ids, 80)
+        insert_events(engine, events)
+        assert "message_event_tallies" not in inspect(engine).get_table_names()
+
+        upgrade_to_latest(engine)
+
+        assert "message_event_tallies" in inspect(engine).get_table_names()
+        assert_counts_match_events(engine, events, workspace_id)
+        with engine.connect() as connection:
+            tallies = connection.scalar(select(func.count()).select_from(message_event_tallies))
+        pairs = {(event.message_id, event.contact_id) for event in events}
+        assert tallies == len(pairs)
     finally:
         engine.dispose()

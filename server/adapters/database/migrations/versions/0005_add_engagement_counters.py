@@ -1,8 +1,8 @@
-"""Add engagement counters per message and per campaign, and event tallies per contact's message.
+"""Add engagement counters per message and per campaign.
 
 GetEngagementStats reads these counters instead of aggregating email_events, which took
 seconds for a campaign of a million events. The transactions that record events keep them
-current; this migration computes them once for the events already stored.
+current; revision 0006 computes them once for the events already stored.
 
 Revision ID: 0005
 Revises: 0004
@@ -13,9 +13,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.orm import Session
-
-from server.adapters.database.engagement_counters import rebuild_engagement_counters
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -77,28 +74,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("workspace_id", "scope_kind", "scope_id", name=op.f("pk_engagement_counters")),
     )
-    op.create_table(
-        "message_event_tallies",
-        sa.Column("workspace_id", sa.Uuid(), nullable=False),
-        sa.Column("message_id", sa.String(length=200), nullable=False),
-        sa.Column("contact_id", sa.Uuid(), nullable=False),
-        sa.Column("tally", sa.JSON(), nullable=False),
-        sa.Column("has_recorded_human_open", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_message_event_tallies_workspace_id_workspaces")
-        ),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_message_event_tallies_contact_id_contacts")
-        ),
-        sa.PrimaryKeyConstraint("workspace_id", "message_id", "contact_id", name=op.f("pk_message_event_tallies")),
-    )
-    # NOTE: the backfill runs the service's current rebuild code, so it reads email_events and
-    # writes engagement_counters as the latest schema defines them. A later migration that
-    # changes the columns it uses must keep this revision working on a 0004 database.
-    with Session(bind=op.get_bind()) as session:
-        rebuild_engagement_counters(session)
+    # Revision 0006 fills the counters, together with the message tallies that the rebuild also
+    # writes and that this revision does not create.
 
 
 def downgrade() -> None:
-    op.drop_table("message_event_tallies")
     op.drop_table("engagement_counters")
