@@ -437,12 +437,14 @@ def measure_memory_soak(run: BenchRun) -> None:
         run.rng, run.state.contacts, addresses, SOAK_DISTINCT_CALLS, SOAK_EVENTS_PER_CALL, workload.SOAK_CAMPAIGNS
     )
     first_count = run.events_stored_through_api()
+
     # With autovacuum off, as on some test machines, dead counter rows and stale planner statistics
     # pile up and slow every batch. Vacuuming between windows does what the default setting does.
     vacuum_between_windows = not database.autovacuum_enabled(run.state.database_url)
     run.state.raw["soak_vacuums_between_windows"] = vacuum_between_windows
     started = time.monotonic()
     deadline = started + settings.soak_max_seconds
+
     checkpoints: list[MemoryPoint] = []
     for goal in sorted({min(SOAK_CHECKPOINT_EVENTS, settings.soak_events), settings.soak_events}):
         while run.events_stored_through_api() - first_count < goal and time.monotonic() < deadline:
@@ -465,6 +467,7 @@ def measure_memory_soak(run: BenchRun) -> None:
                 database.vacuum_analyze(run.state.database_url)
         run.sample_memory(f"soak: {number(goal)} events")
         checkpoints.append(run.state.memory[-1])
+
     elapsed = time.monotonic() - started
     recorded = run.events_stored_through_api() - first_count
     state = run.state

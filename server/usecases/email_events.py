@@ -123,7 +123,7 @@ class EmailEventRecorder:
     human openers: a human click without a human open gets an inferred open.
 
     Events are recorded in batches, one transaction per batch. Within a batch, events are
-    applied in order, and each one sees the events before it exactly as if they had been
+    applied in order, and each one reads the events before it exactly as if they had been
     stored by earlier transactions.
     """
 
@@ -274,7 +274,7 @@ class EmailEventRecorder:
         fingerprints: list[str],
         outcomes: list[RecordedEmailEvent | Exception | None],
     ) -> None:
-        """Answer retries of stored events with the stored event, or IdempotencyKeyReused."""
+        """Set the outcome of each retry of a stored event: the stored event, or IdempotencyKeyReused."""
         keys_by_workspace: dict[uuid.UUID, set[str]] = {}
         for pending, outcome in zip(batch, outcomes, strict=True):
             if outcome is None and pending.event.idempotency_key is not None:

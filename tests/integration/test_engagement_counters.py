@@ -19,7 +19,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
-from server.adapters.database.email_event_store import SqlEmailEventStore
+from server.adapters.database.email_event_store import SqlEmailEventStore, email_event_row_values
 from server.adapters.database.engagement_counters import (
     add_to_engagement_counters,
     read_engagement_counters,
@@ -36,7 +36,7 @@ from server.adapters.database.schema import (
     message_event_tallies,
 )
 from server.domain.classification import BotType, EmailEventType
-from server.domain.email_events import EmailEvent, EventVerdict
+from server.domain.email_events import EmailEvent
 from server.domain.engagement import (
     EngagementCounterKey,
     EngagementScope,
@@ -116,34 +116,7 @@ def random_events(
 
 
 def row_values(event: EmailEvent) -> dict[str, Any]:
-    verdict: EventVerdict = event.verdict
-    return {
-        "id": event.id,
-        "workspace_id": event.workspace_id,
-        "contact_id": event.contact_id,
-        "message_id": event.message_id,
-        "campaign_id": event.campaign_id,
-        "event_type": event.event_type.value,
-        "occurred_at": event.occurred_at,
-        "recorded_at": event.recorded_at,
-        "client_ip": event.client_ip,
-        "user_agent": event.user_agent,
-        "http_method": event.http_method,
-        "request_headers": event.request_headers,
-        "link_url": event.link_url,
-        "link_id": event.link_id,
-        "honeypot_link": event.honeypot_link,
-        "delivered_at": event.delivered_at,
-        "is_bot": verdict.is_bot,
-        "bot_type": verdict.bot_type.value if verdict.bot_type else None,
-        "bot_confidence": verdict.confidence.name.lower() if verdict.confidence else None,
-        "bot_signals": list(verdict.signals),
-        "classifier_version": verdict.classifier_version,
-        "inferred": event.inferred,
-        "inferred_from_event_id": event.inferred_from_event_id,
-        "idempotency_key": event.idempotency_key,
-        "request_fingerprint": event.request_fingerprint,
-    }
+    return email_event_row_values(event)
 
 
 def insert_events(engine: Engine, events: Sequence[EmailEvent]) -> None:

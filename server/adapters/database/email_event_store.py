@@ -313,7 +313,7 @@ class SqlEmailEventBatch(SqlContactLookup):
             # Key order: two batches that retry the same keys wait for each other on the unique
             # index in the same order.
             events = sorted(self._events, key=_idempotency_order)
-            self._connection.execute(insert(_EMAIL_EVENTS), [_row_values(event) for event in events])
+            self._connection.execute(insert(_EMAIL_EVENTS), [email_event_row_values(event) for event in events])
         by_verdict: dict[EventVerdict, list[uuid.UUID]] = {}
         for event in self._reclassified:
             by_verdict.setdefault(event.verdict, []).append(event.id)
@@ -356,7 +356,7 @@ def _verdict_values(verdict: EventVerdict) -> dict[str, Any]:
     }
 
 
-def _row_values(event: EmailEvent) -> dict[str, Any]:
+def email_event_row_values(event: EmailEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "workspace_id": event.workspace_id,

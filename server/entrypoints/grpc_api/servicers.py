@@ -55,7 +55,7 @@ class TrackingServicer:
     """Implements `topmail.tracking.v1.TrackingService`.
 
     TrackProductView and RecordEmailEvent are coroutines: they validate on the event loop and
-    hand the request to a group commit, which answers once the request's batch has committed.
+    hand the request to a group commit, which responds once the request's batch has committed.
     """
 
     def __init__(
